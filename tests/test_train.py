@@ -96,6 +96,7 @@ def test_two_processes_match_one(data, tmp_path):
     ddp, single = read_jsonl(tmp_path/'ddp'/'metrics.jsonl'), read_jsonl(tmp_path/'single'/'metrics.jsonl')
     assert len(ddp) == len(single)  # only rank 0 writes
     assert losses(tmp_path/'ddp') == pytest.approx(losses(tmp_path/'single'), abs=1e-4)
+    assert losses(tmp_path/'ddp', 'eval_loss') == pytest.approx(losses(tmp_path/'single', 'eval_loss'), abs=1e-4)
     assert len(read_jsonl(tmp_path/'ddp'/'eval_predictions.jsonl')) == 1
     assert (tmp_path/'ddp'/'final'/'model.safetensors').exists()
 
