@@ -130,7 +130,7 @@ def breakdown(data:Path, work:Path, tok_path:str, max_seq_len:int, num_proc, rep
         for i in range(0, len(prompts), BATCH): tokenize_examples(prompts[i:i+BATCH], responses[i:i+BATCH], tok, False)
     s_direct, _ = run('  tokenize_examples, no datasets (bare + boundary + labels)', direct, top=False, n=repeats)
     diff('    prompt boundary + labels (difference)', s_direct - s_bare)
-    diff('  datasets from_dict/map/to_dict (difference: the rest)', s_tok - s_render - s_direct)
+    diff('  batching, joining lists (difference: the rest)', s_tok - s_render - s_direct)
 
     def limit():
         out = {}
@@ -141,15 +141,13 @@ def breakdown(data:Path, work:Path, tok_path:str, max_seq_len:int, num_proc, rep
     s_pack, packed = run('pack bfd (total)', lambda: {k: pack(e, max_seq_len, 'bfd', False) for k, e in examples.items()})
     s_groups, _ = run('  bfd_groups (bin packing)', lambda: [bfd_groups([len(x) for x in e['input_ids']], max_seq_len)
                                                               for e in examples.values()], top=False)
-    diff('  assemble packs (difference)', s_pack - s_groups)
+    diff('  assemble packs into Arrow (difference)', s_pack - s_groups)
     run('pack_stats (manifest)', lambda: {k: pack_stats(v, max_seq_len) for k, v in packed.items()})
 
     tmp = work/'breakdown'; shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir()
     datasets.disable_progress_bars()
     try:
-        _, arrow = run('save: Dataset.from_dict (to Arrow)',
-                       lambda: {k: datasets.Dataset.from_dict(v, features=P.FEATURES) for k, v in packed.items()})
-        run('save: save_to_disk', lambda: [d.save_to_disk(str(tmp/k)) for k, d in arrow.items()])
+        run('save: save_to_disk', lambda: [d.save_to_disk(str(tmp/k)) for k, d in packed.items()])
     finally: datasets.enable_progress_bars()
     run('save: write_jsonl splits', lambda: [write_jsonl(splits[k], tmp/f'{k}.jsonl') for k in splits])
     run('save: plots (_save_plots)', P._save_plots, tmp/'plots', examples['train'], packed['train'], max_seq_len, tok)
@@ -233,7 +231,9 @@ def main(argv=None) -> int:
               f'{manifest["rows"]["truncated"]} rows to {a.max_seq_len}); train fill {s["train"]["fill"]:.1%}')
 
         if not a.no_breakdown:
-            st = breakdown(data, work, tok_path, a.max_seq_len, a.num_proc, a.repeats)
+            from alpaca_ft.prepare import gc_paused
+            with gc_paused():  # as in prepare(), which runs with the cycle collector paused
+                st = breakdown(data, work, tok_path, a.max_seq_len, a.num_proc, a.repeats)
             total = sum(x for _, x, top, _ in st if top)
             print(f'\nwhere prepare() spends its time (stages run one by one with its building blocks)')
             print(f'{"stage":<60}{"seconds":>9}{"share":>8}{"others":>8}')
