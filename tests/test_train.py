@@ -145,7 +145,7 @@ def test_tiny_model_and_generate_cli(tmp_path):
 
 
 def test_demo_loss_falls(tmp_path):
-    r = subprocess.run([CLI, 'demo', str(tmp_path/'demo'), '--max-steps', '40'], capture_output=True, text=True,
+    r = subprocess.run([CLI, 'demo', str(tmp_path/'demo'), '--max-steps', '42'], capture_output=True, text=True,
                        env={**ENV, 'WANDB_MODE': 'offline', 'WANDB_DIR': str(tmp_path)}, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     l = losses(tmp_path/'demo'/'run')
@@ -153,3 +153,7 @@ def test_demo_loss_falls(tmp_path):
     assert (tmp_path/'demo'/'run'/'final'/'model.safetensors').exists()
     assert len(read_jsonl(tmp_path/'demo'/'run'/'eval_predictions.jsonl')) == 5
     assert 'train loss' in r.stdout
+    evals = [m for m in read_jsonl(tmp_path/'demo'/'run'/'metrics.jsonl') if 'eval_loss' in m]
+    assert [m['step'] for m in evals] == [0, 10, 20, 30, 40, 42]  # every eval_every (42 // 4) steps, and the last one
+    assert evals[-1]['eval_accuracy'] > evals[0]['eval_accuracy']
+    assert f"eval token accuracy {evals[0]['eval_accuracy']:.1%} -> {evals[-1]['eval_accuracy']:.1%}" in r.stdout
