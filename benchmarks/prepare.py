@@ -68,16 +68,6 @@ def bare_tokenize(tok, texts:list[str]) -> int:
     return n
 
 
-_TP = os.environ.get('TOKENIZERS_PARALLELISM')
-
-def restore_tokenizers_env():
-    """Undo what `datasets.map(num_proc=...)` leaves behind: it sets TOKENIZERS_PARALLELISM=false, then puts back a
-    copy of `os.environ` without unsetting the variable in the C environment, which the Rust tokenizer reads, so
-    every later fast-tokenizer call in this process runs on one thread. Called between timings, never inside one."""
-    if _TP is None: os.unsetenv('TOKENIZERS_PARALLELISM'); os.environ.pop('TOKENIZERS_PARALLELISM', None)
-    else: os.environ['TOKENIZERS_PARALLELISM'] = _TP
-
-
 def run_prepare(data:Path, out:Path, tok_path:str, max_seq_len:int, num_proc) -> dict:
     from alpaca_ft.prepare import prepare
     return prepare([str(data)], out, tok_path, max_seq_len=max_seq_len, pack_strategy='bfd', num_proc=num_proc,
@@ -104,10 +94,7 @@ def breakdown(data:Path, work:Path, tok_path:str, max_seq_len:int, num_proc, rep
     st = []  # (stage, seconds, top level?, CPU seconds others used meanwhile or None for a difference)
     def run(name, fn, *args, top=True, n=1):
         "Time `fn(*args)` (best of `n`), record it as stage `name`, return `(seconds, result)`."
-        def once():
-            r = (*timed(fn, *args), timed.others)
-            restore_tokenizers_env()
-            return r
+        def once(): return (*timed(fn, *args), timed.others)
         s, res, oth = min((once() for _ in range(n)), key=lambda x: x[0])
         st.append((name, s, top, oth))
         return s, res
@@ -194,7 +181,6 @@ def main(argv=None) -> int:
             out = work/f'out{i}'
             s, manifest = timed(run_prepare, data, out, tok_path, a.max_seq_len, a.num_proc); ours.append(s); cpu_o.append(timed.cpu)
             oth_o = timed.others; oth_os.append(oth_o)
-            restore_tokenizers_env()
             shutil.rmtree(out, ignore_errors=True)
             print(f'  run {i+1}: baseline {base[-1]:.2f} s (cpu {cpu_b[-1]:.2f} s, others {oth_b:.2f}), '
                   f'prepare() {ours[-1]:.2f} s (cpu {cpu_o[-1]:.2f} s, others {oth_o:.2f})')
@@ -222,9 +208,6 @@ def main(argv=None) -> int:
         print(f'best of {a.repeats} for baseline and prepare() (all: baseline {", ".join(f"{x:.2f}" for x in base)}; '
               f'prepare() {", ".join(f"{x:.2f}" for x in ours)}); the CLI once')
         print(f'ratio ours/baseline = {o/b:.2f} (aim: at most 1.3)')
-        if a.num_proc and a.num_proc > 1:
-            print('note: datasets.map(num_proc>1) leaves TOKENIZERS_PARALLELISM=false in the C environment, which makes every '
-                  'later fast-tokenizer call in the process single-threaded; this script undoes it between timings')
         print('cpu s: CPU seconds of the process, its threads (the fast tokenizer runs on all cores) and its children; '
               'others: CPU seconds the rest of the machine used meanwhile (well above 0: the wall time was disturbed)')
         print(f'baseline tokens: BOS + text; prepare tokens: as written (+ EOS per row, after truncating '
