@@ -4,36 +4,73 @@
 
 # %% ../nbs/07_tracking.ipynb #bfb959db
 from __future__ import annotations
-import os
+import netrc, os, re
 from pathlib import Path
+from urllib.parse import urlsplit
 import pandas as pd
 
 # %% auto #0
-__all__ = ['WANDB_MODES', 'init_run', 'log_tables', 'log_dir_artifact']
+__all__ = ['WANDB_MODES', 'TABLE_ROWS', 'check_wandb', 'init_run', 'log_tables', 'log_dir_artifact', 'artifact_name',
+           'artifact_record']
 
 # %% ../nbs/07_tracking.ipynb #c61b37e0
 WANDB_MODES = ('offline', 'online', 'disabled')
+TABLE_ROWS = 10_000  # rows per W&B Table at most (52,000 rows take some 6 s to build); artifacts hold all
 
-def init_run(mode:str='offline', project:str='alpaca_ft', job_type:str|None=None, config:dict|None=None, dir=None):
-    "A W&B run in `mode` (`offline` by default), or `None` when `disabled`."
+def _has_wandb_key() -> bool:
+    "Whether W&B has an API key: `WANDB_API_KEY`, or a `wandb login` entry in the netrc file. Never shown."
+    if os.environ.get('WANDB_API_KEY', '').strip(): return True
+    host = urlsplit(os.environ.get('WANDB_BASE_URL') or 'https://api.wandb.ai').hostname
+    for f in (os.environ.get('NETRC'), '~/.netrc', '~/_netrc'):
+        path = Path(f).expanduser() if f else None
+        if path is None or not path.is_file(): continue
+        try:
+            if netrc.netrc(str(path)).authenticators(host): return True
+        except (netrc.NetrcParseError, OSError): continue
+    return False
+
+def check_wandb(mode:str):
+    "Check a W&B `mode` before any work starts: a known mode, and for `online` an API key to log in with."
     if mode not in WANDB_MODES: raise ValueError(f'wandb mode must be one of {WANDB_MODES}, got {mode!r}')
+    if mode == 'online' and not _has_wandb_key():
+        raise ValueError('wandb online needs an API key: run `wandb login` or set WANDB_API_KEY '
+                         '(or log offline, the default, and upload later with `wandb sync`)')
+
+def init_run(mode:str='offline', project:str='alpaca_ft', job_type:str|None=None, config:dict|None=None,
+             dir=None):
+    "A W&B run in `mode` (`offline` by default), or `None` when `disabled`."
+    check_wandb(mode)
     if mode == 'disabled': return None
     import wandb
     os.environ.setdefault('WANDB_SILENT', 'true')
     if dir is not None: Path(dir).mkdir(parents=True, exist_ok=True)
-    return wandb.init(project=project, job_type=job_type, config=config, mode=mode, dir=dir, reinit='finish_previous')
+    return wandb.init(project=project, job_type=job_type, config=config, mode=mode, dir=dir,
+                      reinit='finish_previous')
 
-def log_tables(run, tables:dict[str, pd.DataFrame]):
-    "Log each DataFrame as a W&B Table under its name."
+def log_tables(run, tables:dict[str, pd.DataFrame], max_rows:int=TABLE_ROWS):
+    "Log each DataFrame as a W&B Table under its name (its first `max_rows` rows)."
     if run is None: return
     import wandb
-    run.log({k: wandb.Table(dataframe=df) for k, df in tables.items()})
+    run.log({k: wandb.Table(dataframe=df.head(max_rows)) for k, df in tables.items()})
 
-def log_dir_artifact(run, path:str|Path, name:str, type:str='dataset', metadata:dict|None=None, description:str|None=None):
-    "Log the folder `path` as a W&B artifact; returns the artifact (or `None` when disabled)."
+def log_dir_artifact(run, path, name:str, type:str='dataset', metadata:dict|None=None,
+                     description:str|None=None):
+    "Log `path` (a folder, a file, or a list of files) as a W&B artifact; returns it (`None` when disabled)."
     if run is None: return None
     import wandb
     art = wandb.Artifact(name=name, type=type, metadata=metadata, description=description)
-    art.add_dir(str(path))
+    for p in map(Path, path if isinstance(path, (list, tuple)) else [path]):
+        if p.is_dir(): art.add_dir(str(p))
+        else: art.add_file(str(p))
     run.log_artifact(art)
     return art
+
+def artifact_name(text:str) -> str:
+    "`text` as a valid W&B artifact name (letters, digits, `-`, `_` and `.`)."
+    return re.sub(r'[^A-Za-z0-9_.-]+', '_', text).strip('._') or 'data'
+
+def artifact_record(art, run) -> dict|None:
+    "What a later run needs to find `art`: name, type, digest (known offline too), project, mode and run id."
+    if art is None: return None
+    return {'name': art.name, 'type': art.type, 'digest': art.digest, 'project': run.project,
+            'mode': 'offline' if run.offline else 'online', 'run_id': run.id}

@@ -74,6 +74,18 @@ def run_prepare(data:Path, out:Path, tok_path:str, max_seq_len:int, num_proc) ->
                    wandb='disabled', overwrite=True, progress=False, verbose=False)
 
 
+def time_verify(out:Path, repeats:int=3) -> tuple[float, int]:
+    "Best of `repeats` of `read_manifest` + `verify_fingerprint` on the prepare output `out`, and the bytes it hashes."
+    from alpaca_ft.prepare import read_manifest, verify_fingerprint
+    best = float('inf')
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        verify_fingerprint(out, read_manifest(out))
+        best = min(best, time.perf_counter() - t0)
+    size = sum(f.stat().st_size for part in ('train', 'eval') for f in (out/part).rglob('*') if f.is_file())
+    return best, size
+
+
 def cli_cmd(data:Path, out:Path, tok_path:str, max_seq_len:int, num_proc) -> list[str]:
     exe = Path(sys.executable).parent/'alpaca_ft'
     head = [str(exe)] if exe.exists() else [sys.executable, '-c', 'import sys; from alpaca_ft.cli import main; sys.exit(main())']
@@ -181,6 +193,7 @@ def main(argv=None) -> int:
             out = work/f'out{i}'
             s, manifest = timed(run_prepare, data, out, tok_path, a.max_seq_len, a.num_proc); ours.append(s); cpu_o.append(timed.cpu)
             oth_o = timed.others; oth_os.append(oth_o)
+            if i == 0: verify_s, verify_size = time_verify(out)
             shutil.rmtree(out, ignore_errors=True)
             print(f'  run {i+1}: baseline {base[-1]:.2f} s (cpu {cpu_b[-1]:.2f} s, others {oth_b:.2f}), '
                   f'prepare() {ours[-1]:.2f} s (cpu {cpu_o[-1]:.2f} s, others {oth_o:.2f})')
@@ -208,6 +221,8 @@ def main(argv=None) -> int:
         print(f'best of {a.repeats} for baseline and prepare() (all: baseline {", ".join(f"{x:.2f}" for x in base)}; '
               f'prepare() {", ".join(f"{x:.2f}" for x in ours)}); the CLI once')
         print(f'ratio ours/baseline = {o/b:.2f} (aim: at most 1.3)')
+        print(f'verify_fingerprint (what train checks before step 1): {verify_s:.3f} s, best of 3, over '
+              f'{verify_size/2**20:.1f} MiB of train/eval files = {verify_s/o:.1%} of prepare()')
         print('cpu s: CPU seconds of the process, its threads (the fast tokenizer runs on all cores) and its children; '
               'others: CPU seconds the rest of the machine used meanwhile (well above 0: the wall time was disturbed)')
         print(f'baseline tokens: BOS + text; prepare tokens: as written (+ EOS per row, after truncating '

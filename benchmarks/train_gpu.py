@@ -1,54 +1,76 @@
-"""Tokens/s and model FLOPs utilisation (MFU) of our training step on a Llama-2-7B-shaped model, on one GPU.
+"""Tokens/s, MFU and peak memory of our training step on a Llama-2-7B-shaped model, one GPU, one run.
 
-What runs is what `alpaca_ft.train.train` does per optimizer step, on synthetic data:
+One model is built once and set up for each configuration below in turn by
+`alpaca_ft.model.setup_for_training` (the call `alpaca_ft train` makes), from the same initial trainable
+weights, with a fresh AdamW, on the same batches:
 
-- a randomly initialised `LlamaForCausalLM` of Llama 2 7B's shape (hidden 4096, 32 layers, 32 heads, MLP 11008,
-  vocab 32000, untied head; 6.74B parameters), built directly in bf16 on the GPU (no weights downloaded);
-- `alpaca_ft.model.freeze(model, n_freeze=24)` (embeddings and the first 24 layers frozen: 8 layers + final norm +
-  lm_head train, 1.75B parameters), `enable_checkpointing` (non-reentrant), trainable parameters cast to fp32
-  (master weights, as train() does), AdamW on them (fused, betas 0.9/0.99, eps 1e-5, as train());
-- synthetic packed rows of `--seq-len` (1,024) tokens: random token ids, several examples per row (lengths drawn
-  uniformly in [--min-example, --max-example], the last one cut to fill the row, so no padding), position_ids
-  restarting at each example, labels masked (-100) over the first `--prompt-share` of each example, batched by
-  `alpaca_ft.batching.collate` (so each micro-batch carries the 4-D block-diagonal bool mask);
-- per step: `alpaca_ft.train.step_grads` over `--grad-accum` micro-batches of `--batch-size` rows under bf16
-  autocast, `clip_grad_norm_(1.0)`, `opt.step()`, `opt.zero_grad(set_to_none=True)`.
+  name           checkpointing                     compile  attention, mask
+  shipped        as shipped: transformers'         no       sdpa, dense 4-D block mask
+                 activation_checkpointing_enable (+ enable_input_require_grads: backward through all layers)
+  ckpt_fixed     on, the layers that train only    no       sdpa, dense 4-D block mask
+  ckpt_off       off                               no       sdpa, dense 4-D block mask
+  compiled       off                               layers   sdpa, dense 4-D block mask
+  compiled_ckpt  on, the layers that train only    layers   sdpa, dense 4-D block mask
+  flex           off                               layers   flex_attention, BlockMask (skips masked blocks)
+  causal         off                               layers   sdpa, plain causal (2-D all-ones mask, positions
+                                                            0..s-1): packed examples see each other; the
+                                                            article's way, WRONG, a speed reference only
 
-Batches are collated before timing (a pool, reused in turn; collate's own time is printed separately). After
-`--warmup-steps` steps, `--steps` steps are timed between two `torch.cuda.synchronize()`.
-tokens/s = real tokens processed (all of them: rows are full) / seconds.
+The default `alpaca_ft train` picks on a CUDA device: sdpa, compiled layers, checkpointing as the user sets it
+(off unless --grad-checkpointing): `compiled` (`compiled_ckpt` with --default-ckpt). On a CPU (--smoke) it
+compiles nothing: `ckpt_off` (`ckpt_fixed`). Ratios are to the default.
 
-FLOPs per token (T = tokens, d = hidden, s = row length, L = layers; N_i = parameters of decoder layer i, N_head =
-lm_head; "range" = the layers backward runs through: from the top down to the lowest trainable layer, or all of
-them when the embeddings train). MFU = (FLOPs/token * tokens/s) / peak dense bf16 FLOP/s of the GPU.
+Per optimizer step: `alpaca_ft.train.step_grads` (forward under bf16 autocast, summed token loss / label
+tokens, backward) over `--grad-accum` micro-batches of `--batch-size` rows, `clip_grad_norm_(1.0)`, a fused
+AdamW step (betas 0.9/0.99, eps 1e-5), `zero_grad(set_to_none=True)`. Model: a randomly initialised
+`LlamaForCausalLM` of Llama 2 7B's shape (hidden 4096, 32 layers, 32 heads, MLP 11008, vocab 32000, untied
+head; 6.74B parameters), built in bf16 on the GPU; `--n-freeze` 24: embeddings and layers 0-23 frozen (bf16),
+layers 24-31, final norm and lm_head train (1.75B parameters, fp32 master weights). Data: synthetic packed
+rows of `--seq-len` (1,024) tokens, several examples a row (lengths uniform in [--min-example, --max-example],
+the last one cut to fill the row: no padding), position_ids restarting per example, labels masked over the
+first `--prompt-share` of each example; built and moved to the GPU before timing. Each configuration runs
+`--warmup-steps` steps (the first compiles; its excess over a timed step is printed as compile time), then
+`--steps` steps timed between two `torch.cuda.synchronize()`. tokens/s = tokens processed (rows are full) /
+seconds. A one-row probe before the steps counts the layers backward reaches, the layers recomputed and the
+MmBackward0 nodes (`alpaca_ft.model.count_layer_passes`).
 
-1. `6N`:       6 * N_total, N_total = every parameter (embedding table included) -- the usual convention for
-               a full fine-tune/pre-training, printed for comparison with published numbers. With 3/4 of the
-               layers frozen this run does much less work than that, so this figure overstates what was computed.
-2. `model`:    2 * (sum_i N_i + N_head)                 forward through every layer and the head
-               + 2 * (sum_{i in range} N_i + N_head)    backward, grad w.r.t. activations
-               + 2 * (sum_{i trainable} N_i + N_head)   backward, grad w.r.t. trainable weights
-               (with n_freeze=24 of 32 and frozen embeddings: 2*N_all + 4*N_trainable, backward only over the top 8
-               layers and the head). The embedding lookup counts 0.
-3. `model+attn`: 2. plus attention scores and weighted sums: 4*s*d per layer forward (QK^T and AV), 8*s*d per
-               layer in range backward. s is the full row: with an explicit mask SDPA computes the whole s x s
-               square (neither causal nor block-diagonal sparsity is skipped). This is the MFU to quote.
-4. `hardware`: 3. plus the forward that gradient checkpointing recomputes in backward for the layers in range
-               (2*N_i + 4*s*d each); frozen layers below the range save nothing and are not recomputed. HFU, not MFU.
+MFU, by the model+attn formula: FLOPs per token = 2*(sum_i N_i + N_head) forward through every layer and the
+head + 2*(sum_{i in B} N_i + N_head) backward for activation gradients + 2*(sum_{i trainable} N_i + N_head)
+backward for weight gradients + attention: 4*s*d per layer forward and 8*s*d per layer in B backward. N_i:
+parameters of decoder layer i; B: the layers backward must run through (`backward_layers`: 24-31 here); s: row
+length; d: hidden size; the embedding lookup counts 0. 21.02 GFLOP/token at the 7B shape, s = 1,024, n_freeze
+24. MFU = FLOPs/token * tokens/s / peak dense bf16 FLOP/s. Every configuration is credited the same useful
+FLOPs: the extra work of `shipped` (backward and recompute through frozen layers) and checkpointing's
+recompute are not counted, and for `flex` and `causal` the attention term still counts the full s x s square
+they partly skip. Peak dense bf16 TFLOPS by device name (NVIDIA datasheets, no sparsity): H100 SXM 989, H100
+PCIe 756, H100 NVL 835, H200 989, H200 NVL 835, A100 312; anything else needs `--peak-tflops`.
 
-Peak dense bf16 TFLOPS by `torch.cuda.get_device_name()` (NVIDIA datasheets, without sparsity): H100 SXM 989,
-H100 PCIe 756, H100 NVL 835, H200 989, H200 NVL 835, A100 312; anything else needs `--peak-tflops`.
+    python benchmarks/train_gpu.py --out bench.json               # every configuration, 7B shape, one GPU
+    python benchmarks/train_gpu.py --configs ckpt_off,compiled    # a subset
+    python benchmarks/train_gpu.py --smoke                        # toy shape, fp32, CPU, seconds
 
-    python benchmarks/train_gpu.py [--batch-size 8] [--grad-accum 1] [--steps 10] [--peak-tflops 989]
-    python benchmarks/train_gpu.py --smoke    # tiny model, fp32, CPU, 2 steps: exercises the code path anywhere
-
-Without CUDA (and without --smoke) it says so and exits 0.
+It prints one JSON line per configuration as it finishes (and rewrites `--out` after each, so a run cut short
+keeps what it measured), then the table. It imports neither `datasets` nor `wandb`. Without CUDA (and without
+--smoke) it says so and exits 0.
 """
 from __future__ import annotations
-import argparse, math, random, sys, time
+import argparse, gc, json, math, os, random, sys, time
+from pathlib import Path
 
-PEAK_BF16_TFLOPS = [('H100 NVL', 835.), ('H100 PCIe', 756.), ('H100', 989.), ('H200 NVL', 835.), ('H200', 989.),
-                    ('A100', 312.)]  # first substring match of the device name wins
+PEAK_BF16_TFLOPS = [('H100 NVL', 835.), ('H100 PCIe', 756.), ('H100', 989.), ('H200 NVL', 835.),
+                    ('H200', 989.), ('A100', 312.)]  # the first substring match of the device name wins
+
+# name: (checkpointing, compile, attention implementation, mask); checkpointing 'shipped' = the old path
+CONFIGS = {
+    'shipped': ('shipped', False, 'sdpa', 'block'),
+    'ckpt_fixed': (True, False, 'sdpa', 'block'),
+    'ckpt_off': (False, False, 'sdpa', 'block'),
+    'compiled': (False, True, 'sdpa', 'block'),
+    'compiled_ckpt': (True, True, 'sdpa', 'block'),
+    'flex': (False, True, 'flex_attention', 'block'),
+    'causal': (False, True, 'sdpa', 'causal'),
+}
+SMOKE = 'shipped,ckpt_fixed,ckpt_off'  # compiling on a CPU takes 10-40 s a configuration: name them to run
 
 
 def peak_tflops(name:str) -> float|None:
@@ -61,8 +83,9 @@ def peak_tflops(name:str) -> float|None:
 def llama2_7b_config():
     from transformers import LlamaConfig
     return LlamaConfig(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                       num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096, rms_norm_eps=1e-5,
-                       tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+                       num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
+                       rms_norm_eps=1e-5, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
+                       pad_token_id=0)
 
 
 def smoke_config():
@@ -78,16 +101,6 @@ def build_model(cfg, device, dtype, attn_implementation:str='sdpa'):
         return LlamaForCausalLM._from_config(cfg, dtype=dtype, attn_implementation=attn_implementation)
 
 
-def prepare_for_training(model, n_freeze:int, checkpointing:bool):
-    "As `alpaca_ft.train.train`: freeze, gradient checkpointing, fp32 master copies of what trains."
-    from alpaca_ft.model import enable_checkpointing, freeze
-    freeze(model, n_freeze)
-    if checkpointing: enable_checkpointing(model)
-    for p in model.parameters():
-        if p.requires_grad: p.data = p.data.float()
-    return model
-
-
 def synthetic_rows(n:int, seq_len:int, vocab:int, rng:random.Random, lo:int, hi:int, prompt_share:float,
                    first_id:int=3) -> list[dict]:
     "`n` packed rows of exactly `seq_len` tokens, several examples each, position_ids restarting per example."
@@ -98,152 +111,266 @@ def synthetic_rows(n:int, seq_len:int, vocab:int, rng:random.Random, lo:int, hi:
             k = min(rng.randint(lo, hi), seq_len - len(ids))
             toks = [rng.randrange(first_id, vocab) for _ in range(k)]
             n_prompt = int(k * prompt_share)
-            ids += toks; labels += [-100] * n_prompt + toks[n_prompt:]; pos += list(range(k))
+            ids += toks
+            labels += [-100] * n_prompt + toks[n_prompt:]
+            pos += list(range(k))
         rows.append({'input_ids': ids, 'labels': labels, 'position_ids': pos})
     return rows
 
 
-def flops_per_token(model, seq_len:int, checkpointing:bool) -> dict:
-    "FLOPs per token of one training step under the four formulas of the module docstring (works on a meta model)."
+def flops_per_token(model, seq_len:int) -> dict:
+    "Useful FLOPs per token of a training step (module docstring), from what trains; works on a meta model."
+    from alpaca_ft.model import backward_layers
     layers, d = model.model.layers, model.config.hidden_size
-    L = len(layers)
     n_layer = [sum(p.numel() for p in l.parameters()) for l in layers]
     trainable = [any(p.requires_grad for p in l.parameters()) for l in layers]
     head = model.get_output_embeddings().weight
-    n_head, head_trains = head.numel(), head.requires_grad
-    embed_trains = model.get_input_embeddings().weight.requires_grad
-    n_total = sum(p.numel() for p in model.parameters())
-    lowest = 0 if embed_trains else next((i for i, t in enumerate(trainable) if t), L)
-    in_range = [i >= lowest for i in range(L)]
-    bwd_needed = lowest < L or head_trains
+    n_head = head.numel()
+    in_b = set(backward_layers(model))
     fwd = 2 * (sum(n_layer) + n_head)
-    bwd_act = 2 * (sum(n for n, r in zip(n_layer, in_range) if r) + n_head) if bwd_needed else 0
-    bwd_w = 2 * (sum(n for n, t in zip(n_layer, trainable) if t) + (n_head if head_trains else 0))
-    model_f = fwd + bwd_act + bwd_w
-    attn = 4 * seq_len * d * L + 8 * seq_len * d * sum(in_range)
-    recompute = sum(2 * n + 4 * seq_len * d for n, r in zip(n_layer, in_range) if r) if checkpointing else 0
-    return {'6N': 6 * n_total, 'model': model_f, 'model+attn': model_f + attn, 'hardware': model_f + attn + recompute,
-            '_n_total': n_total, '_n_trainable': sum(p.numel() for p in model.parameters() if p.requires_grad),
-            '_layers_trainable': sum(trainable), '_layers_in_backward': sum(in_range)}
+    bwd_act = 2 * (sum(n_layer[i] for i in in_b) + n_head)
+    bwd_w = 2 * (sum(n for n, t in zip(n_layer, trainable) if t) + (n_head if head.requires_grad else 0))
+    attn = 4 * seq_len * d * len(layers) + 8 * seq_len * d * len(in_b)
+    return {'model': fwd + bwd_act + bwd_w, 'model+attn': fwd + bwd_act + bwd_w + attn,
+            '6N': 6 * sum(p.numel() for p in model.parameters()),
+            'n_total': sum(p.numel() for p in model.parameters()),
+            'n_trainable': sum(p.numel() for p in model.parameters() if p.requires_grad),
+            'layers_trainable': sum(trainable), 'layers_backward': len(in_b)}
 
 
-def flops_table(f:dict, tok_s:float|None, peak:float|None) -> list[str]:
-    notes = {'6N': '6 x all params (full-FT convention; overstates this run)',
-             'model': 'fwd all layers + bwd (activations, trainable weights)',
-             'model+attn': '+ attention 4sd fwd / 8sd bwd per layer (MFU)',
-             'hardware': '+ checkpointing recompute (HFU)'}
-    out = [f'{"formula":<12}{"GFLOP/token":>13}{"TFLOPS":>12}{"MFU":>8}  note']
-    for k, note in notes.items():
-        tf = f[k] * tok_s / 1e12 if tok_s else None
-        mfu = f'{tf / peak:.1%}' if tf is not None and peak else 'n/a'
-        out.append(f'{k:<12}{f[k]/1e9:>13.4g}{(f"{tf:.4g}" if tf is not None else "n/a"):>12}{mfu:>8}  {note}')
+def make_pool(a, cfg, device) -> list[list[dict]]:
+    "`a.pool` steps of `a.grad_accum` collated micro-batches, on `device` (built before any timing)."
+    from alpaca_ft.batching import collate
+    rng = random.Random(a.seed)
+    def micro():
+        rows = synthetic_rows(a.batch_size, a.seq_len, cfg.vocab_size, rng, a.min_example, a.max_example,
+                              a.prompt_share)
+        return {k: v.to(device) for k, v in collate(rows, pad_id=cfg.pad_token_id).items()}
+    return [[micro() for _ in range(a.grad_accum)] for _ in range(a.pool)]
+
+
+def causal_grads(model, micro_batches, device, autocast_dtype):
+    "The article's way, a speed reference only: no mask, positions 0..s-1, so packed examples see each other."
+    import torch
+    from alpaca_ft.train import token_loss
+    n_label = sum((b['labels'][:, 1:] != -100).sum() for b in micro_batches)
+    total = 0.
+    for b in micro_batches:
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            logits = model(input_ids=b['input_ids'], use_cache=False).logits
+        loss = token_loss(logits, b['labels'])[0]
+        (loss / n_label).backward()
+        total = total + loss.detach()
+    return total / n_label
+
+
+def run_config(name, model, a, pool, init, device, amp, flops, peak):
+    "Set `model` up as configuration `name`, train warmup + timed steps; returns the result row."
+    import torch
+    from alpaca_ft.batching import attention_mask_for
+    from alpaca_ft.model import count_layer_passes, setup_for_training
+    from alpaca_ft.train import step_grads
+    ckpt, compile_, impl, mask = CONFIGS[name]
+    torch._dynamo.reset()
+    for layer in model.model.layers: layer._compiled_call_impl = None  # undo the last configuration's compile
+    if model.config._attn_implementation != impl: model.set_attn_implementation(impl)
+    setup_for_training(model, a.n_freeze, grad_checkpointing=ckpt is True)
+    if ckpt == 'shipped':  # what alpaca_ft.model.enable_checkpointing did before the fix
+        kw = {'use_reentrant': False}
+        if hasattr(model, 'activation_checkpointing_enable'): model.activation_checkpointing_enable(kw)
+        else: model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
+    with torch.no_grad():
+        for p, p0 in zip([p for p in model.parameters() if p.requires_grad], init): p.copy_(p0)
+    ids, pos = pool[0][0]['input_ids'][:1], pool[0][0]['position_ids'][:1]
+    probe = {'input_ids': ids}
+    if mask != 'causal':
+        probe.update(position_ids=pos, attention_mask=attention_mask_for(pos, impl, amp or torch.float32))
+    passes = None
+    if impl != 'flex_attention' or device.type == 'cuda':  # flex has no CPU backward
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            passes = count_layer_passes(model, **probe, labels=probe['input_ids'])
+    model.zero_grad(set_to_none=True)
+    if compile_: setup_for_training(model, a.n_freeze, grad_checkpointing=ckpt is True, compile=True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=a.lr, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.0,
+                            fused=device.type == 'cuda')
+    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+
+    def one_step(i):
+        if mask == 'causal': r = causal_grads(model, pool[i % a.pool], device, amp)
+        else: r = step_grads(model, pool[i % a.pool], device, amp, impl)  # builds the block mask for `impl`
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if isinstance(r, dict): return r['loss']
+        return r if r.dim() == 0 else (r[0] / r[2].clamp(min=1)).detach()  # step_grads: STEP_SUMS
+
+    if device.type == 'cuda': torch.cuda.reset_peak_memory_stats()
+    warm = []
+    for i in range(a.warmup_steps):
+        t0 = time.perf_counter()
+        loss = one_step(i)
+        sync()
+        warm.append((time.perf_counter() - t0, float(loss)))
+    losses = []
+    t0 = time.perf_counter()
+    for i in range(a.warmup_steps, a.warmup_steps + a.steps): losses.append(one_step(i))
+    sync()
+    dt = time.perf_counter() - t0
+    tokens = a.steps * a.grad_accum * a.batch_size * a.seq_len
+    tok_s = tokens / dt
+    row = {'config': name, 'checkpointing': ckpt, 'compile': compile_, 'attn': impl, 'mask': mask,
+           'tokens_per_s': round(tok_s, 1), 's_per_step': round(dt / a.steps, 4),
+           'mfu': round(flops['model+attn'] * tok_s / (peak * 1e12), 4) if peak else None,
+           'peak_mem_gib': round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == 'cuda'
+                           else None,
+           'compile_s': round(warm[0][0] - dt / a.steps, 1) if compile_ else None,
+           'losses': [round(l, 4) for l, in [(w[1],) for w in warm]] + [round(float(l), 4) for l in losses]}
+    if passes:
+        row.update(layers_backward=sum(passes['backward']),
+                   layers_recomputed=sum(n > 1 for n in passes['forward']), mm_backward=passes['MmBackward0'])
+    del opt, params
+    model.zero_grad(set_to_none=True)
+    gc.collect()
+    if device.type == 'cuda': torch.cuda.empty_cache()
+    return row
+
+
+def write_json(path, obj):
+    "Write `obj` as JSON to `path` atomically (temp file beside it, then os.replace)."
+    path = Path(path)
+    tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}')
+    tmp.write_text(json.dumps(obj, indent=1) + '\n')
+    os.replace(tmp, path)
+
+
+def table(rows, default) -> list[str]:
+    base = next((r for r in rows if r['config'] == default), None)
+    ref = next((r['losses'] for r in rows if r['config'] == 'ckpt_off'), None)
+    out = [f'{"configuration":<15}{"tokens/s":>10}{"MFU":>8}{"peak GiB":>10}{"x default":>10}'
+           f'{"compile s":>10}{"bwd layers":>11}{"recomputed":>11}{"MmBwd":>7}{"dloss":>9}'
+           '  losses (first .. last)']
+    def dloss(r):  # largest |loss difference| to ckpt_off over all steps (same weights, same batches)
+        return f'{max(abs(x - y) for x, y in zip(r["losses"], ref)):.1e}' if ref else '-'
+    for r in rows:
+        ratio = f'{r["tokens_per_s"] / base["tokens_per_s"]:.2f}' if base else 'n/a'
+        fmt = lambda k, f: (f.format(r[k]) if r.get(k) is not None else '-')
+        out.append(f'{r["config"]:<15}{r["tokens_per_s"]:>10,.0f}{fmt("mfu", "{:.1%}"):>8}'
+                   f'{fmt("peak_mem_gib", "{:.1f}"):>10}{ratio:>10}{fmt("compile_s", "{:.1f}"):>10}'
+                   f'{fmt("layers_backward", "{}"):>11}{fmt("layers_recomputed", "{}"):>11}'
+                   f'{fmt("mm_backward", "{}"):>7}{dloss(r):>9}  '
+                   f'{r["losses"][0]:.4f} .. {r["losses"][-1]:.4f}')
     return out
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument('--configs', default=None,
+                    help=f'comma-separated, of {", ".join(CONFIGS)} (default: all; with --smoke: {SMOKE})')
+    ap.add_argument('--default-ckpt', action='store_true',
+                    help='compare with compiled + checkpointing (what `train --grad-checkpointing` picks)')
     ap.add_argument('--batch-size', type=int, default=8, help='rows per micro-batch')
     ap.add_argument('--grad-accum', type=int, default=1, help='micro-batches per optimizer step')
     ap.add_argument('--seq-len', type=int, default=1024, help='tokens per packed row')
-    ap.add_argument('--steps', type=int, default=10, help='timed optimizer steps')
-    ap.add_argument('--warmup-steps', type=int, default=3, help='untimed optimizer steps first')
-    ap.add_argument('--n-freeze', type=int, default=24, help='first decoder layers to freeze (embeddings are frozen too)')
-    ap.add_argument('--no-checkpointing', action='store_true', help='turn gradient checkpointing off')
-    ap.add_argument('--attn', default='sdpa', choices=['sdpa', 'eager'], help='attention implementation')
+    ap.add_argument('--steps', type=int, default=10, help='timed optimizer steps per configuration')
+    ap.add_argument('--warmup-steps', type=int, default=3, help='untimed steps first (compile, allocator)')
+    ap.add_argument('--n-freeze', type=int, default=24, help='first decoder layers frozen (and embeddings)')
     ap.add_argument('--min-example', type=int, default=64, help='shortest synthetic example (tokens)')
     ap.add_argument('--max-example', type=int, default=512, help='longest synthetic example (tokens)')
-    ap.add_argument('--prompt-share', type=float, default=0.4, help='share of each example masked out of the labels')
-    ap.add_argument('--pool', type=int, default=4, help='distinct steps of batches collated up front and reused')
+    ap.add_argument('--prompt-share', type=float, default=0.4, help='share of each example out of the labels')
+    ap.add_argument('--pool', type=int, default=4, help='distinct steps of batches built up front and reused')
     ap.add_argument('--lr', type=float, default=2e-4, help='AdamW learning rate (constant)')
-    ap.add_argument('--peak-tflops', type=float, default=None, help='peak dense bf16 TFLOPS (default: by device name)')
+    ap.add_argument('--peak-tflops', type=float, default=None, help='dense bf16 peak (default: by GPU name)')
     ap.add_argument('--seed', type=int, default=0, help='model init and synthetic data')
-    ap.add_argument('--smoke', action='store_true', help='tiny model, fp32, CPU, 2 steps: check the code path without a GPU')
+    ap.add_argument('--out', default=None, help='write the results (JSON) here, after each configuration')
+    ap.add_argument('--smoke', action='store_true', help='toy model, fp32, CPU: the code path without a GPU')
     a = ap.parse_args(argv)
+    names = [n.strip() for n in (a.configs or (SMOKE if a.smoke else ','.join(CONFIGS))).split(',')]
+    if bad := [n for n in names if n not in CONFIGS]:
+        ap.error(f'--configs: unknown {bad}; choose from {list(CONFIGS)}')
 
     import torch
-    from alpaca_ft.batching import collate
-    from alpaca_ft.train import step_grads
     if a.smoke:
         device, dtype, amp, cfg = torch.device('cpu'), torch.float32, None, smoke_config()
-        a.batch_size, a.grad_accum, a.seq_len, a.steps, a.warmup_steps, a.pool = 2, 2, 128, 2, 1, 2
-        a.min_example, a.max_example, a.n_freeze = 16, 64, 3
-        print('smoke run: tiny Llama (4 layers, hidden 64, vocab 1024), fp32, CPU, batch 2 x accum 2, 128 tokens, 2 steps')
+        a.batch_size, a.grad_accum, a.seq_len, a.steps, a.warmup_steps, a.pool = 2, 2, 128, 2, 2, 2
+        a.min_example, a.max_example, a.n_freeze = 16, 64, 2
+        print('smoke run: tiny Llama (4 layers, hidden 64, vocab 1024), fp32, CPU, batch 2 x accum 2, '
+              '128 tokens, n_freeze 2, 2 + 2 steps per configuration')
     else:
         if not torch.cuda.is_available():
-            print('no CUDA device: this benchmark needs a GPU (try --smoke to check the code path on CPU); nothing run')
+            print('no CUDA device: this benchmark needs a GPU (--smoke checks the code on CPU); nothing run')
             return 0
         device, dtype, amp, cfg = torch.device('cuda'), torch.bfloat16, torch.bfloat16, llama2_7b_config()
+    from alpaca_ft.model import setup_for_training
     torch.manual_seed(a.seed)
-    name = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'
-    peak = a.peak_tflops or (peak_tflops(name) if device.type == 'cuda' else None)
-    checkpointing = not a.no_checkpointing
-
+    gpu = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'
+    peak = a.peak_tflops or (peak_tflops(gpu) if device.type == 'cuda' else None)
+    import transformers
     t0 = time.perf_counter()
-    model = prepare_for_training(build_model(cfg, device, dtype, a.attn), a.n_freeze, checkpointing)
-    model.train()
-    if device.type == 'cuda': torch.cuda.synchronize()
+    model = setup_for_training(build_model(cfg, device, dtype), a.n_freeze).train()
+    init = [p.detach().to('cpu', copy=True) for p in model.parameters() if p.requires_grad]
     t_build = time.perf_counter() - t0
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=a.lr, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.0, fused=device.type == 'cuda')
-    f = flops_per_token(model, a.seq_len, checkpointing)
-    print(f'device {name}; peak bf16 {f"{peak:.0f} TFLOPS" if peak else "unknown (pass --peak-tflops)"}; '
-          f'torch {torch.__version__}')
-    print(f'model: {f["_n_total"]:,} params, {f["_n_trainable"]:,} trainable (fp32) in {f["_layers_trainable"]} of '
-          f'{len(model.model.layers)} layers + final norm + lm_head, rest {dtype}; built in {t_build:.1f} s; '
-          f'gradient checkpointing {"on" if checkpointing else "off"}; attention {a.attn}; autocast {amp}')
-
-    rng = random.Random(a.seed)
-    pad_id = cfg.pad_token_id
+    f = flops_per_token(model, a.seq_len)
     t0 = time.perf_counter()
-    pool = [[collate(synthetic_rows(a.batch_size, a.seq_len, cfg.vocab_size, rng, a.min_example, a.max_example,
-                                    a.prompt_share), pad_id=pad_id) for _ in range(a.grad_accum)] for _ in range(a.pool)]
-    t_collate = (time.perf_counter() - t0) / (a.pool * a.grad_accum)
-    ex_per_row = sum(int((b['position_ids'] == 0).sum()) for s in pool for b in s) / (a.pool * a.grad_accum * a.batch_size)
-    mask = pool[0][0]['attention_mask']
-    print(f'data: {a.batch_size} rows x {a.seq_len} tokens per micro-batch, grad_accum {a.grad_accum} '
-          f'({a.batch_size * a.grad_accum * a.seq_len:,} tokens/step), {ex_per_row:.1f} examples per row on average, '
-          f'mask {tuple(mask.shape)} {mask.dtype}; building + collating one micro-batch: {t_collate*1e3:.0f} ms (CPU, not timed)')
+    pool = make_pool(a, cfg, device)
+    t_pool = time.perf_counter() - t0
+    # what `alpaca_ft train` picks: sdpa; compiled layers on CUDA, not on CPU; checkpointing as the user says
+    default = {(True, False): 'compiled', (True, True): 'compiled_ckpt', (False, False): 'ckpt_off',
+               (False, True): 'ckpt_fixed'}[device.type == 'cuda', a.default_ckpt]
+    head = {'device': gpu, 'peak_bf16_tflops': peak, 'torch': torch.__version__,
+            'transformers': transformers.__version__, 'shape': '7B' if not a.smoke else 'smoke',
+            'n_params': f['n_total'], 'n_trainable': f['n_trainable'], 'n_freeze': a.n_freeze,
+            'batch': f'{a.batch_size} x {a.seq_len} x accum {a.grad_accum}', 'steps': a.steps,
+            'warmup_steps': a.warmup_steps, 'gflop_per_token_model_attn': round(f['model+attn'] / 1e9, 3),
+            'default': default, 'build_s': round(t_build, 1), 'batches_s': round(t_pool, 1)}
+    print(json.dumps(head), flush=True)
+    rows = []
+    for name in names:
+        if device.type == 'cpu' and CONFIGS[name][2] == 'flex_attention':
+            print(json.dumps({'config': name, 'skipped': 'flex_attention: no backward on CPU'}), flush=True)
+            continue
+        rows.append(run_config(name, model, a, pool, init, device, amp, f, peak))
+        print(json.dumps(rows[-1]), flush=True)
+        if a.out: write_json(a.out, {**head, 'results': rows})
+    print(f'\n{gpu}; {f["n_total"]:,} params, {f["n_trainable"]:,} train (fp32) in {f["layers_trainable"]} '
+          f'layers + norm + head; {head["batch"]}; MFU by model+attn FLOPs '
+          f'({f["model+attn"] / 1e9:.2f} GFLOP/token), peak {peak or "unknown"} TFLOPS')
+    for line in table(rows, default): print(line)
+    if not rows: return 0
+    print('dloss: largest |loss - ckpt_off loss| over the steps (same initial weights and batches): bf16 '
+          'noise for the exact configurations; causal differs because its examples see each other')
+    print(f'default (what `alpaca_ft train` picks on this device: sdpa, compiled layers only with CUDA, '
+          f'checkpointing {"on" if a.default_ckpt else "off"} as set): {default}')
 
-    def one_step(micro):
-        r = step_grads(model, micro, device, amp, a.attn)
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step(); opt.zero_grad(set_to_none=True)
-        return r
-
-    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
-    if device.type == 'cuda': torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    for i in range(a.warmup_steps): r = one_step(pool[i % a.pool])
-    sync()
-    t_warm = time.perf_counter() - t0
-    n_tok, losses = 0, []
-    t0 = time.perf_counter()
-    for i in range(a.steps):
-        micro = pool[(a.warmup_steps + i) % a.pool]
-        r = one_step(micro)
-        n_tok += int(sum(b['num_tokens'] for b in micro)); losses.append(r['loss'])
-    sync()
-    dt = time.perf_counter() - t0
-    tok_s = n_tok / dt
-    print(f'warmup: {a.warmup_steps} steps in {t_warm:.2f} s; timed: {a.steps} steps, {n_tok:,} tokens in {dt:.2f} s '
-          f'= {dt / a.steps:.3f} s/step; losses {losses[0]:.4f} .. {losses[-1]:.4f}')
-    if device.type == 'cuda':
-        print(f'peak GPU memory allocated {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB, '
-              f'reserved {torch.cuda.max_memory_reserved() / 2**30:.1f} GiB')
-    print(f'\ntokens/s: {tok_s:,.0f}   ({tok_s / (a.batch_size * a.grad_accum * a.seq_len):.2f} optimizer steps/s)')
-    for line in flops_table(f, tok_s, peak): print(line)
-
-    if a.smoke:  # what the code path should guarantee, checked where it can run
-        assert all(math.isfinite(x) for x in losses), losses
-        frozen = [p for p in model.parameters() if not p.requires_grad]
-        assert frozen and all(p.grad is None for p in frozen) and all(p.dtype == torch.float32 for p in params)
-        # the FLOPs formulas on the real 7B shape, built on the meta device (no memory), frozen as the GPU run is
-        meta = prepare_for_training(build_model(llama2_7b_config(), 'meta', torch.bfloat16), 24, True)
-        f7 = flops_per_token(meta, 1024, True)
-        assert f7['_n_total'] == 6_738_415_616, f7['_n_total']
-        print(f'\nLlama-2-7B shape on the meta device: {f7["_n_total"]:,} params, {f7["_n_trainable"]:,} trainable with '
-              f'n_freeze=24; FLOPs per token at s=1024 (what the GPU run will use):')
-        for line in flops_table(f7, None, None): print(line)
+    if a.smoke:  # what the code path must guarantee, checked where it runs
+        by = {r['config']: r for r in rows}
+        assert all(math.isfinite(l) for r in rows for l in r['losses'])
+        if 'shipped' in by:
+            assert by['shipped']['layers_backward'] == 4 and by['shipped']['layers_recomputed'] == 4
+        for n in ('ckpt_fixed', 'compiled_ckpt'):
+            if n in by: assert by[n]['layers_backward'] == 2 and by[n]['layers_recomputed'] == 2, by[n]
+        if 'ckpt_off' in by: assert by['ckpt_off']['layers_recomputed'] == 0
+        same = [by[n]['losses'] for n in ('ckpt_fixed', 'ckpt_off', 'compiled', 'compiled_ckpt') if n in by]
+        for l in same[1:]: assert max(abs(x - y) for x, y in zip(l, same[0])) < 1e-3, same
+        meta = setup_for_training(build_model(llama2_7b_config(), 'meta', torch.bfloat16), 24)
+        f7 = flops_per_token(meta, 1024)
+        assert f7['n_total'] == 6_738_415_616 and f7['n_trainable'] == 1_750_142_976, f7
+        print(f'7B shape on the meta device: {f7["n_total"]:,} params, {f7["n_trainable"]:,} trainable with '
+              f'n_freeze 24; model+attn {f7["model+attn"] / 1e9:.2f} GFLOP/token at s=1024 (as on the GPU)')
+        # the 7B layer structure (32 layers, 24 frozen) at toy width: MmBackward0 nodes, shipped path vs fixed
+        from alpaca_ft.model import count_layer_passes, tiny_llama
+        x = torch.randint(3, 1024, (1, 32))
+        mm = {}
+        for name in ('shipped', 'ckpt_fixed'):
+            m = setup_for_training(tiny_llama(1024, layers=32, hidden=32, heads=2), 24,
+                                   grad_checkpointing=name == 'ckpt_fixed').train()
+            if name == 'shipped': m.activation_checkpointing_enable({'use_reentrant': False})
+            p = count_layer_passes(m, input_ids=x, labels=x)
+            mm[name] = (p['MmBackward0'], sum(p['backward']), sum(n > 1 for n in p['forward']))
+        assert mm == {'shipped': (225, 32, 32), 'ckpt_fixed': (57, 8, 8)}, mm
+        print(f'32 layers, 24 frozen (toy width): MmBackward0 nodes, layers in backward, layers recomputed: '
+              f'shipped {mm["shipped"]}, fixed {mm["ckpt_fixed"]}')
         print('smoke: OK')
     return 0
 

@@ -5,7 +5,7 @@ parallel (one per CPU, at most 8), by the module-scoped `runs` fixture; each tes
 which runs it needs with `@uses(...)`; `runs.get(name)` also starts a run on demand if it was not prefetched.
 """
 from __future__ import annotations
-import json, os, random, shutil, subprocess, sys
+import json, os, random, re, shutil, subprocess, sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -110,12 +110,16 @@ def write_jsonl(path, rows):
 def _seed7_over_existing_dir(wd):
     "Into an existing DIR: refused, then replaced with --overwrite (and --seed 7, so this run is also the other-seed one)."
     out = wd/'prepared'
-    out.mkdir(); (out/'keep.txt').write_text('precious', encoding='utf-8')
+    out.mkdir()
+    (out/'keep.txt').write_text('precious', encoding='utf-8')
     refused = run_cli([*COMMON, '--seed', '7', '--out', out], wd)
+    not_ours = run_cli([*COMMON, '--seed', '7', '--out', out, '--overwrite'], wd)  # no manifest.json: not ours
     after_refusal = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob('*') if p.is_file()}
     siblings = sorted(p.name for p in wd.iterdir())
+    (out/'manifest.json').write_text('{}', encoding='utf-8')  # now it looks like an earlier output: replaced
     forced = run_cli([*COMMON, '--seed', '7', '--out', out, '--overwrite'], wd)
-    return Result(wd, out, forced, extra=dict(refused=refused, after_refusal=after_refusal, siblings=siblings))
+    return Result(wd, out, forced, extra=dict(refused=refused, not_ours=not_ours, after_refusal=after_refusal,
+                                              siblings=siblings))
 
 
 @run_spec('multi')
@@ -177,6 +181,21 @@ def _bad(case):
     return fn
 
 for _case in BAD: RUNS[f'bad_{_case}'] = _bad(_case)
+
+
+@run_spec('refusals')
+def _refusals(wd):
+    "Runs that must stop in the first second with exit 2, one line naming the cause, and nothing deleted or written."
+    mydata = wd/'mydata'
+    mydata.mkdir()
+    data = write_jsonl(mydata/'rows.jsonl', sample_rows()[:40])
+    (mydata/'notes.txt').write_text('mine', encoding='utf-8')
+    inside = run_cli([data, *COMMON, '--out', mydata, '--overwrite'], wd)
+    env = cli_env(HOME=str(wd), NETRC=str(wd/'no-netrc'))
+    env.pop('WANDB_API_KEY', None)
+    online = run_cli(['--wandb', 'online', '--max-seq-len', L, '--out', wd/'online'], wd, env=env)
+    return Result(wd, mydata, inside, extra=dict(online=online, left=sorted(p.name for p in mydata.iterdir()),
+                                                  siblings=sorted(p.name for p in wd.iterdir())))
 
 
 # real material from the shared folder
@@ -295,7 +314,7 @@ def test_default_run_loads_in_a_plain_python(runs, tmp_path):
     assert res['alpaca_ft_imported'] is False
     m = r.manifest
     for split in ('train', 'eval'):
-        assert res[split]['columns'] == ['input_ids', 'labels', 'position_ids']
+        assert res[split]['columns'] == ['input_ids', 'labels', 'position_ids', 'seq_lengths']
         assert all('int32' in t for t in res[split]['types'].values()), res[split]['types']
         assert res[split]['n'] == m['splits'][split]['sequences']
         assert res[split]['tokens'] == m['splits'][split]['tokens']
@@ -453,12 +472,37 @@ def test_existing_dir_needs_overwrite(runs):
     assert refused.returncode == 2, refused.stderr[-2000:]
     err = refused.stderr.strip().splitlines()
     assert len(err) == 1 and 'exists' in err[0] and '--overwrite' in err[0] and str(r.out) in err[0], refused.stderr
-    assert r.extra['after_refusal'] == {'keep.txt': b'precious'}  # untouched
+    not_ours = r.extra['not_ours']
+    assert not_ours.returncode == 2, not_ours.stderr[-2000:]
+    err = not_ours.stderr.strip().splitlines()
+    assert len(err) == 1 and str(r.out) in err[0] and 'did not make it' in err[0], not_ours.stderr
+    assert r.extra['after_refusal'] == {'keep.txt': b'precious'}  # untouched, --overwrite or not
     assert r.extra['siblings'] == ['prepared']  # no temporary folder left behind
     r.ok()
     assert not (r.out/'keep.txt').exists()
     assert (r.out/'manifest.json').exists() and (r.out/'train').is_dir()
     assert sorted(p.name for p in r.workdir.iterdir()) == ['prepared']
+
+
+@uses('refusals')
+def test_overwrite_refuses_the_folder_of_an_input(runs):
+    "`prepare mydata/rows.jsonl --out mydata --overwrite` deleted the input and the user's notes, and exited 0."
+    r = runs.get('refusals')
+    assert r.proc.returncode == 2, r.proc.stderr[-2000:]
+    err = r.proc.stderr.strip().splitlines()
+    assert len(err) == 1 and str(r.out) in err[0] and 'holds the input' in err[0], r.proc.stderr
+    assert r.extra['left'] == ['notes.txt', 'rows.jsonl']
+
+
+@uses('refusals')
+def test_wandb_online_without_a_key_is_refused_first(runs):
+    "Failed with a traceback after the output had been written."
+    p = runs.get('refusals').extra['online']
+    assert p.returncode == 2, p.stderr[-2000:]
+    err = p.stderr.strip().splitlines()
+    assert len(err) == 1 and 'wandb online needs an API key' in err[0], p.stderr
+    left = [n for n in runs.get('refusals').extra['siblings'] if n not in ('.cache', '.config')]  # HOME is wd here
+    assert left == ['mydata']  # no output, no temp folder, no wandb folder
 
 
 # ---------------------------------------------------------------- 8. bad input
@@ -519,10 +563,13 @@ def test_wandb_offline_run(runs):
     found = sorted(wdir.rglob('offline-run-*'))
     assert found and found[0].is_dir(), sorted(str(p.relative_to(wdir)) for p in wdir.rglob('*'))
     run_dir = found[0]
-    tables = {p.name.split('_0_')[0] for p in run_dir.rglob('*.table.json')}
-    assert tables >= {'train_dataset', 'eval_dataset'}
+    tables = {re.sub(r'_\d+_[0-9a-f]+\.table\.json$', '', p.name) for p in run_dir.rglob('*.table.json')}
+    assert tables >= {'raw_dataset', 'train_dataset', 'eval_dataset'}, tables
     blob = b''.join(p.read_bytes() for p in run_dir.glob('*.wandb'))
     assert f'{r.out.name}_packed'.encode() in blob  # the dataset artifact
+    assert f'{r.out.name}_raw'.encode() in blob  # and the raw rows'
+    record = json.loads((r.out/'wandb_artifact.json').read_text(encoding='utf-8'))
+    assert record['name'] == f'{r.out.name}_packed' and record['raw']['name'] == f'{r.out.name}_raw'
     assert not (r.workdir/'wandb').exists()  # nothing outside WANDB_DIR
     assert (r.out/'manifest.json').exists()
 
@@ -547,6 +594,8 @@ def test_real_chinese_data(runs):
     m = r.manifest
     assert m['rows']['read'] == r.extra['n'] and m['rows']['invalid'] == 1
     assert "row 54: field 'output' is empty" in r.proc.stdout
-    assert sum(s['examples'] for s in m['splits'].values()) == m['rows']['read'] - m['rows']['invalid'] - m['rows']['dropped']
+    assert m['rows']['no_labels'] > 0  # long Chinese prompts cut to no response at max_seq_len 512: dropped, counted
+    kept = m['rows']['read'] - m['rows']['invalid'] - m['rows']['dropped'] - m['rows']['no_labels']
+    assert sum(s['examples'] for s in m['splits'].values()) == kept
     for split in ('train', 'eval'):
         assert m['splits'][split]['sequences'] == len(r.dataset(split)['input_ids']) > 0

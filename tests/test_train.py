@@ -1,11 +1,13 @@
-"""End-to-end checks of training: accumulation, packed isolation, resume, two processes, CLI errors, demo."""
-import json, os, shutil, subprocess, sys
+"""End-to-end checks of training: accumulation, packed isolation, resume, two processes, safety of the run folder,
+checked options, verified data, host syncs, CLI errors, demo."""
+import json, math, os, shutil, subprocess, sys
 from pathlib import Path
 import pytest
 import torch
 
 from alpaca_ft.prepare import prepare
-from alpaca_ft.train import TrainConfig, train, pack_isolation_error, ATTN_IMPLEMENTATIONS
+from alpaca_ft.train import (RUN_MARKER, TrainConfig, build_data, check_config,
+                             pack_isolation_error, train)
 from alpaca_ft.model import tiny_llama
 from alpaca_ft.split import read_jsonl
 
@@ -34,6 +36,21 @@ def cfg(data, out, **kw):
     return TrainConfig(str(data), str(out), **{**base, **kw})
 
 
+def stop_at(n):
+    "An `on_step` that stops the run after step `n`, as if it had been interrupted."
+    return lambda step, m: step >= n
+
+
+@pytest.fixture(scope='module')
+def finished(data, tmp_path_factory):
+    "A finished 4-step run with checkpoints at steps 2 and 4 (copy it before changing it)."
+    out = tmp_path_factory.mktemp('runs')/'finished'
+    train(cfg(data, out, save_every=2))
+    return out
+
+
+# --- the loop computes the right thing ---------------------------------------------------------------------------
+
 def test_grad_accum_matches_large_batch(data, tmp_path):
     "4 sequences in one micro-batch and 2 x 2 with grad_accum=2 give the same losses step after step."
     train(cfg(data, tmp_path/'big', batch_size=4, grad_accum=1))
@@ -44,7 +61,7 @@ def test_grad_accum_matches_large_batch(data, tmp_path):
     assert losses(tmp_path/'small') != pytest.approx(losses(tmp_path/'big'), abs=1e-5)
 
 
-@pytest.mark.parametrize('impl', ATTN_IMPLEMENTATIONS)
+@pytest.mark.parametrize('impl', ['sdpa', 'eager'])  # flex_attention: tests/test_model.py (slow on CPU)
 def test_packed_examples_are_isolated(impl):
     g = torch.Generator().manual_seed(0)
     exs = [[1] + torch.randint(3, 60, (n,), generator=g).tolist() for n in (7, 12, 3, 20)]
@@ -59,26 +76,21 @@ def test_plain_causal_mask_would_leak():
     a, c = [1, 5, 9, 14, 2], [1, 7, 3, 2]
     b = collate([{'input_ids': a + c, 'labels': a + c, 'position_ids': [0, 1, 2, 3, 4, 0, 1, 2, 3]}], pad_id=0)
     with torch.no_grad():
-        leaky = model(input_ids=b['input_ids'], attention_mask=torch.ones(1, 9, dtype=torch.long), position_ids=b['position_ids']).logits[0]
+        leaky = model(input_ids=b['input_ids'], attention_mask=torch.ones(1, 9, dtype=torch.long),
+                      position_ids=b['position_ids']).logits[0]
         alone = model(input_ids=torch.tensor([c])).logits[0]
     assert (leaky[5:] - alone).abs().max() > 1e-3
 
 
-def test_resume_gives_same_losses(data, tmp_path):
-    r = cli('train', data, '--out', tmp_path/'once', '--max-steps', 8, '--save-every', 4, '--batch-size', 4,
-            '--eval-every', 4, '--n-eval-samples', 0, '--lr', 3e-3, '--wandb', 'disabled')
-    assert r.returncode == 0, r.stderr[-2000:]
-    r = cli('train', data, '--out', tmp_path/'twice', '--max-steps', 8, '--save-every', 4, '--batch-size', 4,
-            '--eval-every', 4, '--n-eval-samples', 0, '--lr', 3e-3, '--wandb', 'disabled', '--stop-after', 4)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert (tmp_path/'twice'/'checkpoints'/'step-4'/'model.safetensors').exists()
+def test_resume_gives_same_losses(data, tmp_path, finished):
+    "Stopped after step 2 and resumed: the same losses, eval losses and learning rates as the run in one go."
+    train(cfg(data, tmp_path/'twice', save_every=2), on_step=stop_at(2))
+    assert (tmp_path/'twice'/'checkpoints'/'step-2'/'model.safetensors').exists()
     assert not (tmp_path/'twice'/'final').exists()
-    r = cli('train', data, '--out', tmp_path/'twice', '--max-steps', 8, '--save-every', 4, '--batch-size', 4,
-            '--eval-every', 4, '--n-eval-samples', 0, '--lr', 3e-3, '--wandb', 'disabled', '--resume')
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert [m['step'] for m in read_jsonl(tmp_path/'twice'/'metrics.jsonl') if 'loss' in m] == list(range(1, 9))
-    assert losses(tmp_path/'twice') == pytest.approx(losses(tmp_path/'once'), abs=1e-6)
-    assert losses(tmp_path/'twice', 'eval_loss') == pytest.approx(losses(tmp_path/'once', 'eval_loss'), abs=1e-6)
+    train(cfg(data, tmp_path/'twice', save_every=2, resume=True))
+    assert [m['step'] for m in read_jsonl(tmp_path/'twice'/'metrics.jsonl') if 'loss' in m] == [1, 2, 3, 4]
+    for k in ('loss', 'eval_loss', 'lr'):
+        assert losses(tmp_path/'twice', k) == pytest.approx(losses(finished, k), abs=1e-6)
     for f in ('config.json', 'model.safetensors', 'tokenizer.json'):
         assert (tmp_path/'twice'/'final'/f).exists()
 
@@ -102,13 +114,241 @@ def test_two_processes_match_one(data, tmp_path):
 
 
 def test_bf16_autocast_on_cpu(data, tmp_path):
-    last = train(cfg(data, tmp_path/'bf16', max_steps=2, precision='bf16'))
-    assert all(torch.isfinite(torch.tensor(l)) for l in losses(tmp_path/'bf16'))
+    train(cfg(data, tmp_path/'bf16', max_steps=2, precision='bf16'))
+    assert all(math.isfinite(l) for l in losses(tmp_path/'bf16'))
 
+
+# --- GPU speed properties, observed on CPU (issue 7.5) -----------------------------------------------------------
+
+SYNCS = ('item', 'tolist', 'cpu', 'numpy', '__float__', '__int__', '__bool__', '__index__')
+
+
+def test_one_host_sync_per_step(data, tmp_path, monkeypatch):
+    "The loop reads numbers back from the device once per optimizer step (one .tolist() of the step's sums)."
+    import alpaca_ft.train as T
+    calls, at_step = [], []
+    def counting(name):
+        real = getattr(torch.Tensor, name)
+        def f(self, *a, **kw):
+            if sys._getframe(1).f_code.co_filename == T.__file__: calls.append(name)
+            return real(self, *a, **kw)
+        return f
+    for name in SYNCS: monkeypatch.setattr(torch.Tensor, name, counting(name))
+    train(cfg(data, tmp_path/'run', max_steps=4, grad_accum=2, batch_size=2),
+          on_step=lambda step, m: at_step.append(len(calls)))
+    per_step = [b - a for a, b in zip(at_step, at_step[1:3])]  # steps 2 and 3: no eval, no save
+    assert per_step == [1, 1], calls
+
+
+def test_batches_pinned_on_cuda(data):
+    "On CUDA the loaders pin their batches (so the copies with non_blocking=True overlap compute); not on CPU."
+    import datasets
+    ds = datasets.load_from_disk(str(data/'train'))
+    manifest = json.loads((data/'manifest.json').read_text())
+    c = cfg(data, 'unused')
+    for device, pinned in ((torch.device('cuda', 0), True), (torch.device('cpu'), False)):
+        train_dl, eval_dl = build_data(c, manifest, ds, ds, 0, 1, device)
+        assert train_dl.pin_memory == eval_dl.pin_memory == pinned
+
+
+# --- options are checked before any work (issue 10.2) ------------------------------------------------------------
+
+@pytest.mark.parametrize('bad, name', [
+    (dict(max_steps=0), 'max_steps'), (dict(max_steps=-3), 'max_steps'), (dict(grad_clip=-1.0), 'grad_clip'),
+    (dict(grad_clip=0.0), 'grad_clip'), (dict(lr=float('inf')), 'lr'), (dict(lr=float('nan')), 'lr'),
+    (dict(lr=0.0), 'lr'), (dict(warmup=1.0), 'warmup'), (dict(warmup=-0.1), 'warmup'),
+    (dict(eval_every=0), 'eval_every'), (dict(save_every=-1), 'save_every'), (dict(keep_checkpoints=0), 'keep_checkpoints'),
+    (dict(n_eval_samples=2, max_new_tokens=0), 'max_new_tokens'), (dict(n_freeze=9), 'n_freeze=9'),
+    (dict(tiny_hidden=20), 'tiny_hidden'), (dict(attn_implementation='flash_attention_2'), 'attn_implementation'),
+    (dict(batch_size=0), 'batch_size'), (dict(precision='fp64'), 'precision'), (dict(wandb='on'), 'wandb'),
+    (dict(resume=True, overwrite=True), 'resume or overwrite'),
+])
+def test_bad_options_fail_before_any_work(data, tmp_path, bad, name):
+    with pytest.raises(ValueError, match=name):
+        train(cfg(data, tmp_path/'run', **bad))
+    assert not (tmp_path/'run').exists()
+
+
+def test_zero_label_tokens_refused(data, tmp_path):
+    "Data whose responses were all cut off would train on nothing (NaN loss): refused before step 1."
+    d = tmp_path/'data'
+    shutil.copytree(data, d)
+    m = json.loads((d/'manifest.json').read_text())
+    m['splits']['train']['label_tokens'] = 0
+    (d/'manifest.json').write_text(json.dumps(m))
+    with pytest.raises(ValueError, match='no label tokens'):
+        train(cfg(d, tmp_path/'run'))
+    assert not (tmp_path/'run').exists()
+
+
+# --- the run folder: nothing lost (issue 10.1) -------------------------------------------------------------------
+
+def test_overwrite_refuses_a_folder_it_did_not_make(data, tmp_path):
+    (tmp_path/'mine').mkdir()
+    (tmp_path/'mine'/'notes.txt').write_text('keep me')
+    with pytest.raises(FileExistsError, match=f'no {RUN_MARKER}'):
+        train(cfg(data, tmp_path/'mine', overwrite=True))
+    assert [p.name for p in (tmp_path/'mine').iterdir()] == ['notes.txt']
+
+
+def test_overwrite_refuses_the_current_folder(data, finished, tmp_path, monkeypatch):
+    run = tmp_path/'run'
+    shutil.copytree(finished, run)
+    before = sorted(p.name for p in run.iterdir())
+    monkeypatch.chdir(run)
+    with pytest.raises(FileExistsError, match='current folder'):
+        train(cfg(data, '.', overwrite=True))
+    assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_overwrite_replaces_only_a_complete_run(data, finished, tmp_path):
+    "--overwrite interrupted (Ctrl-C) leaves the old run as it was and no temp folder; completed, it replaces it."
+    run = tmp_path/'run'
+    shutil.copytree(finished, run)
+    old = (run/'metrics.jsonl').read_text()
+    def interrupt(step, m):
+        if step == 2: raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg(data, run, overwrite=True, lr=1e-3), on_step=interrupt)
+    assert (run/'metrics.jsonl').read_text() == old and (run/'final'/'model.safetensors').exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['run']  # no temp folder beside it
+    train(cfg(data, run, overwrite=True, lr=1e-3, max_steps=2))
+    assert [m['step'] for m in read_jsonl(run/'metrics.jsonl') if 'loss' in m] == [1, 2]
+    assert json.loads((run/RUN_MARKER).read_text())['status'] == 'finished'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['run']
+
+
+def test_interrupted_run_leaves_whole_files_and_resumes(data, finished, tmp_path):
+    "Ctrl-C in a new run: every file is whole (no temp files), and --resume finishes it with the same losses."
+    def interrupt(step, m):
+        if step == 3: raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg(data, tmp_path/'run', save_every=2), on_step=interrupt)
+    run = tmp_path/'run'
+    assert not [p for p in run.rglob('.*') if '.tmp-' in p.name]
+    assert json.loads((run/RUN_MARKER).read_text())['status'] == 'running'
+    train(cfg(data, run, save_every=2, resume=True))
+    assert losses(run) == pytest.approx(losses(finished), abs=1e-6)
+
+
+# --- resume: the same run, safely (issue 10.3) -------------------------------------------------------------------
+
+@pytest.mark.parametrize('change', [dict(batch_size=2), dict(grad_accum=2), dict(seed=1), dict(lr=1e-3)])
+def test_resume_refuses_another_run(data, finished, tmp_path, change):
+    run = tmp_path/'run'
+    shutil.copytree(finished, run)
+    (k, v), = change.items()
+    with pytest.raises(ValueError, match=f'cannot resume with {k}={v!r}: the run was made with {k}='):
+        train(cfg(data, run, resume=True, max_steps=6, save_every=2, **change))
+
+
+def test_resume_with_more_steps_stretches_the_schedule(data, finished, tmp_path, capsys):
+    "The old schedule ended at lr 0: steps past it would not train. The cosine is recomputed, and train says so."
+    run = tmp_path/'run'
+    shutil.copytree(finished, run)
+    train(cfg(data, run, resume=True, max_steps=6, save_every=2))
+    assert 'the schedule was 4 steps, now 6' in capsys.readouterr().out
+    lrs = [m['lr'] for m in read_jsonl(run/'metrics.jsonl') if 'lr' in m]
+    assert len(lrs) == 6 and min(lrs[4:]) > 0
+    assert lrs[:4] == pytest.approx(losses(finished, 'lr'))
+
+
+def test_trainer_state_loads_weights_only(data, finished, tmp_path):
+    "A planted pickle in trainer_state.pt is refused, not run; the checkpoint before it is used instead."
+    run, flag = tmp_path/'run', tmp_path/'pwned'
+    shutil.copytree(finished, run)
+    state = torch.load(finished/'checkpoints'/'step-4'/'trainer_state.pt', weights_only=True)  # loads safely
+    assert state['step'] == 4
+
+    class Planted:
+        def __reduce__(self): return (Path.write_text, (flag, 'ran'))
+    torch.save({'step': 4, 'evil': Planted()}, run/'checkpoints'/'step-4'/'trainer_state.pt')
+    train(cfg(data, run, resume=True, max_steps=4, save_every=2))
+    assert not flag.exists()
+    assert (run/'checkpoints'/'step-4.corrupt').is_dir()
+    assert losses(run) == pytest.approx(losses(finished), abs=1e-6)  # steps 3 and 4 again, from step 2
+
+
+def test_truncated_newest_checkpoint_is_named_and_the_previous_used(data, finished, tmp_path, capsys):
+    run = tmp_path/'run'
+    shutil.copytree(finished, run)
+    w = run/'checkpoints'/'step-4'/'model.safetensors'
+    w.write_bytes(w.read_bytes()[:-1000])
+    train(cfg(data, run, resume=True, save_every=2))
+    out = capsys.readouterr().out
+    assert 'step-4' in out and 'truncated' in out
+    assert [m['step'] for m in read_jsonl(run/'metrics.jsonl') if 'loss' in m] == [1, 2, 3, 4]
+    assert losses(run) == pytest.approx(losses(finished), abs=1e-6)
+
+
+def test_stale_temp_folders_are_removed(data, finished, tmp_path):
+    run = tmp_path/'run'
+    shutil.copytree(finished, run)
+    stale = [run/'checkpoints'/'.step-6.tmp-999999999-abc', run/'.final.tmp-999999999-x']
+    for p in stale:
+        p.mkdir()
+        (p/'model.safetensors').write_bytes(b'0' * 1000)
+    train(cfg(data, run, resume=True, max_steps=5, save_every=2))
+    assert not any(p.exists() for p in stale)
+
+
+def test_torn_metrics_line_is_named(data, finished, tmp_path):
+    run = tmp_path/'run'
+    shutil.copytree(finished, run)
+    lines = (run/'metrics.jsonl').read_text().splitlines()
+    lines[1] = lines[1][:10]
+    (run/'metrics.jsonl').write_text('\n'.join(lines) + '\n')
+    with pytest.raises(ValueError, match=r'metrics.jsonl, line 2: not valid JSON'):
+        train(cfg(data, run, resume=True, max_steps=6, save_every=2))
+
+
+# --- the data and the model are checked (issue 10.4) -------------------------------------------------------------
+
+def test_changed_data_is_refused(data, tmp_path):
+    d = tmp_path/'data'
+    shutil.copytree(data, d)
+    arrow = next((d/'train').glob('*.arrow'))
+    b = bytearray(arrow.read_bytes())
+    b[-100] ^= 1
+    arrow.write_bytes(bytes(b))
+    with pytest.raises(ValueError, match='fingerprint'):
+        train(cfg(d, tmp_path/'run'))
+    assert not (tmp_path/'run').exists()
+
+
+def test_model_with_another_tokenizer_is_refused(data, tmp_path):
+    "A model built for another tokenizer with a vocabulary no smaller than the data's would train silently."
+    from alpaca_ft.tokenization import load_tokenizer
+    tok = load_tokenizer(None)
+    tok.add_tokens(['<extra>'])
+    model = tiny_llama(len(tok), 1, 32, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                       pad_token_id=tok.pad_token_id)
+    model.save_pretrained(tmp_path/'other')
+    tok.save_pretrained(tmp_path/'other')
+    with pytest.raises(ValueError, match='tokenizer differs'):
+        train(cfg(data, tmp_path/'run', model=str(tmp_path/'other')))
+    assert not (tmp_path/'run').exists()
+
+
+# --- the run records what it used and made (issue 8.3) -----------------------------------------------------------
+
+def test_run_records_dataset_and_model_artifacts(data, tmp_path, monkeypatch):
+    monkeypatch.setenv('WANDB_MODE', 'offline')
+    monkeypatch.setenv('WANDB_DIR', str(tmp_path))
+    run = tmp_path/'run'
+    train(cfg(data, run, max_steps=2, wandb='offline'))
+    info = json.loads((run/RUN_MARKER).read_text())
+    assert info['dataset_artifact']['name'] and info['dataset_artifact']['fingerprint'] == \
+        json.loads((data/'manifest.json').read_text())['fingerprint']
+    assert info['model_artifact']['type'] == 'model' and info['model_artifact']['path'] == 'final'
+    assert (run/'lr_schedule.png').stat().st_size > 0 and (run/'loss.png').stat().st_size > 0
+
+
+# --- the command line ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize('args, msg', [
     (['--n-freeze', '9'], 'n_freeze=9 but the model has 2 layers'),
-    (['--batch-size', '0'], 'batch_size must be >= 1'),
+    (['--batch-size', '0'], 'batch_size must be'),
     (['--precision', 'fp64'], 'invalid choice'),
 ])
 def test_train_bad_arguments(data, tmp_path, args, msg):
@@ -125,7 +365,8 @@ def test_train_refuses_what_is_not_a_prepare_output(tmp_path):
 
 
 def test_train_refuses_existing_run_dir(data, tmp_path):
-    (tmp_path/'run').mkdir(); (tmp_path/'run'/'keep.txt').write_text('x')
+    (tmp_path/'run').mkdir()
+    (tmp_path/'run'/'keep.txt').write_text('x')
     r = cli('train', data, '--out', tmp_path/'run', '--wandb', 'disabled')
     assert r.returncode == 2 and '--resume' in r.stderr and '--overwrite' in r.stderr
     assert [p.name for p in (tmp_path/'run').iterdir()] == ['keep.txt']
@@ -142,6 +383,15 @@ def test_tiny_model_and_generate_cli(tmp_path):
     r = cli('generate', tmp_path/'tiny', '--instruction', 'Say hi.', '--prompt', 'x')
     assert r.returncode == 2
     assert cli('tiny-model', tmp_path/'tiny').returncode == 2  # exists
+
+
+def test_demo_overwrite_only_replaces_a_demo_folder(tmp_path):
+    from alpaca_ft.demo import demo
+    (tmp_path/'mine').mkdir()
+    (tmp_path/'mine'/'notes.txt').write_text('keep me')
+    with pytest.raises(FileExistsError, match='not replaced'):
+        demo(tmp_path/'mine', max_steps=2, overwrite=True, wandb='disabled', progress=False)
+    assert [p.name for p in (tmp_path/'mine').iterdir()] == ['notes.txt']
 
 
 def test_demo_loss_falls(tmp_path):

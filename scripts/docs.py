@@ -1,0 +1,244 @@
+"""Build the docs site offline into `_docs/`: execute the notebooks, process them with nbdev, render with mkdocs.
+
+1. Execute every notebook in `nbs/` (in order, with execnb's in-process shell, as `nbdev_test` does; cells flagged
+   `notest`/`slow` or `eval: false` are skipped) into `_build/exec/`. A notebook is executed again only when it, the
+   library (`alpaca_ft/*.py`) or the presence of `$ALPACA_FT_SHARED` changed.
+2. Run nbdev's own processing (`nbdev.serve.proc_nbs`, what `nbdev_docs` runs before Quarto) on the executed
+   notebooks into `_proc/`: `#| hide` cells removed, `#| export` cells shown as code, a `show_doc` block for every
+   exported function.
+3. Tidy what Quarto would have tidied (links into nbdev's Quarto site point to this site's pages instead) and render
+   `_proc/` with mkdocs-material + mkdocs-jupyter (`mkdocs.yml`) into `_docs/`.
+
+Nothing tracked is changed: no `nbs/nbdev.yml` rewrite, no `nbs/sidebar.yml`.
+Usage: python scripts/docs.py [--jobs N] [--force] [--only NAME...]"""
+from __future__ import annotations
+import argparse, hashlib, json, os, re, shutil, subprocess, sys, time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NBS, BUILD, PROC, SITE = ROOT/'nbs', ROOT/'_build', ROOT/'_proc', ROOT/'_docs'
+SKIP_FLAGS = {'notest', 'slow'}
+KEY_VERSION = 'docs-v1'
+
+
+def notebooks() -> list[Path]:
+    "The notebooks of the site, in site order: `index` first, then by file name (the notebooks' own order)."
+    nbs = sorted(p for p in NBS.glob('*.ipynb') if not p.name.startswith(('_', '.')))
+    return sorted(nbs, key=lambda p: (p.stem != 'index', p.name))
+
+
+def source_key(nb:Path) -> str:
+    "What an executed notebook depends on: its own text, the library's code, and whether shared/ is there."
+    h = hashlib.sha256(KEY_VERSION.encode())
+    h.update(nb.read_bytes())
+    for p in sorted((ROOT/'alpaca_ft').rglob('*.py')): h.update(p.name.encode() + p.read_bytes())
+    shared = os.environ.get('ALPACA_FT_SHARED', str(ROOT.parent/'shared'))
+    h.update(f'shared={Path(shared).is_dir()}'.encode())
+    return h.hexdigest()
+
+
+def _directives(src:str) -> set[str]:
+    out = set()
+    for line in src.splitlines():
+        m = re.match(r'\s*#\|\s*(.*)', line)
+        if not m: break
+        out.update(w.rstrip(':') for w in m.group(1).replace(',', ' ').split())
+        if re.match(r'\s*#\|\s*eval:\s*false', line, re.I): out.add('eval-false')
+    return out
+
+
+def execute(src:str, dest:str, key:str):
+    "Execute notebook `src` into `dest`, outputs kept; a cell that raises stops it and is recorded in its metadata."
+    os.environ['IN_TEST'] = '1'
+    from execnb.nbio import read_nb, write_nb
+    from execnb.shell import CaptureShell
+    from fastcore.xtras import working_directory
+    src = Path(src)
+    nb = read_nb(src)
+    def skip(cell):
+        if cell.cell_type != 'code': return True
+        d = _directives(cell.source)
+        return bool(d & SKIP_FLAGS) or 'eval-false' in d
+    t0, err = time.time(), None
+    k = CaptureShell(src)
+    cwd = BUILD/'cwd'/src.stem  # a scratch folder of its own: what a notebook writes (tmp/...) lands here
+    if cwd.exists(): shutil.rmtree(cwd)
+    cwd.mkdir(parents=True)
+    with working_directory(cwd):
+        try: k.run_all(nb, exc_stop=True, preproc=skip)
+        except Exception: err = k.prettytb(fname=src)
+    nb.metadata['alpaca_ft_docs'] = {'key': key, 'error': err, 'seconds': round(time.time() - t0, 1)}
+    write_nb(nb, dest)
+
+
+def _execute_in_subprocess(t:tuple[Path, Path, str]) -> tuple[str, float, str|None]:
+    "One fresh Python per notebook, as a reader's kernel would be."
+    src, dest, key = t
+    r = subprocess.run([sys.executable, __file__, '--execute-one', str(src), str(dest), key],
+                       capture_output=True, text=True)
+    if r.returncode or not dest.exists():
+        return src.name, 0.0, f'executing {src.name} failed:\n{r.stdout}{r.stderr}'
+    meta = json.loads(dest.read_text())['metadata']['alpaca_ft_docs']
+    return src.name, meta.get('seconds', 0.0), meta['error']
+
+
+def execute_all(nbs:list[Path], jobs:int, force:bool) -> list[str]:
+    (BUILD/'exec').mkdir(parents=True, exist_ok=True)
+    todo, errors = [], []
+    for nb in nbs:
+        dest, key = BUILD/'exec'/nb.name, source_key(nb)
+        meta = json.loads(dest.read_text()).get('metadata', {}).get('alpaca_ft_docs', {}) if dest.exists() else {}
+        if force or meta.get('key') != key or meta.get('error'): todo.append((nb, dest, key))
+    print(f'executing {len(todo)} of {len(nbs)} notebooks ({jobs} at a time)', flush=True)
+    if todo:
+        # longest first, so two workers finish together
+        todo.sort(key=lambda t: -t[0].stat().st_size)
+        with ThreadPoolExecutor(jobs) as ex:
+            for name, secs, err in ex.map(_execute_in_subprocess, todo):
+                print(f'  {name:28s} {secs:6.1f} s' + ('  ERROR' if err else ''), flush=True)
+                if err: errors.append(f'{name}:\n{err}')
+    return errors
+
+
+def process_one(src:str, dest:str):
+    "nbdev's docs processing of one notebook: exactly what `nbdev.serve.proc_nbs` runs for each `.ipynb`."
+    import nbdev.serve_drv
+    from nbdev.processors import FilterDefaults
+    nbdev.serve_drv.main((Path(src), Path(dest), FilterDefaults))
+
+
+def _process_in_subprocess(t:tuple[Path, Path]) -> str|None:
+    "Process `src` into `dest`, reusing `_build/proc/` when the executed notebook is unchanged."
+    src, dest = t
+    key = hashlib.sha256(KEY_VERSION.encode() + src.read_bytes()).hexdigest()
+    cached, stamp = BUILD/'proc'/src.name, BUILD/'proc'/(src.name + '.key')
+    if cached.exists() and stamp.exists() and stamp.read_text() == key:
+        shutil.copy2(cached, dest)
+        return None
+    r = subprocess.run([sys.executable, __file__, '--process-one', str(src), str(dest)], capture_output=True, text=True)
+    if r.returncode == 0 and dest.exists():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(dest, cached)
+        stamp.write_text(key)
+        return None
+    tail = (r.stdout + r.stderr).strip().splitlines()[-12:]
+    return f'nbdev processing of {src.name} failed:\n' + '\n'.join(tail)
+
+
+def process(nbs:list[Path], jobs:int) -> list[str]:
+    "nbdev's docs processing of the executed notebooks into `_proc/` (one process per notebook, as proc_nbs does)."
+    if PROC.exists(): shutil.rmtree(PROC)
+    PROC.mkdir(parents=True)
+    shutil.copy2(NBS/'styles.css', PROC/'styles.css')
+    todo = [(BUILD/'exec'/nb.name, PROC/nb.name) for nb in nbs]
+    with ThreadPoolExecutor(jobs) as ex: errs = list(ex.map(_process_in_subprocess, todo))
+    errors = []
+    for (src, dest), err in zip(todo, errs):
+        if err is None: continue
+        errors.append(err)
+        nb = json.loads(src.read_text())  # the page still appears, unprocessed, saying why
+        msg = err.replace('\n', '\n    ')
+        nb['cells'].insert(0, {'cell_type': 'markdown', 'metadata': {}, 'id': 'docs-error',
+                               'source': f'!!! failure "This page could not be processed by nbdev"\n    {msg}'})
+        dest.write_text(json.dumps(nb, indent=1))
+    return errors
+
+
+def _page_of(stem:str, nbs:list[Path]) -> str|None:
+    "Site page for nbdev's Quarto page name `stem` (`data` -> `00_data/`)."
+    for nb in nbs:
+        if re.sub(r'^\d+_', '', nb.stem) == stem: return '' if nb.stem == 'index' else nb.stem + '/'
+    return None
+
+
+_SOURCE_LINK = re.compile(r'\[source\]\(([^)\s]+)\)\{[^}]*\}')
+
+
+def _text(v) -> str: return ''.join(v) if isinstance(v, list) else v
+
+
+def tidy_nb(nbj:dict, fix_links) -> dict:
+    "Do to one processed notebook what Quarto does when it renders it (mkdocs knows no Quarto syntax)."
+    cells = []
+    for c in nbj['cells']:
+        src = _text(c['source'])
+        if c['cell_type'] == 'raw' and src.startswith('---'):  # Quarto front matter -> a title and a summary
+            import yaml
+            fm = yaml.safe_load(src.strip().strip('-')) or {}
+            md = f"# {fm.get('title', '')}" + (f"\n\n> {fm['description']}" if fm.get('description') else '')
+            cells.append({'cell_type': 'markdown', 'metadata': {}, 'id': c.get('id', 'title'), 'source': md})
+            continue
+        if c['cell_type'] == 'markdown' and src.strip().startswith('<!-- WARNING: THIS FILE WAS AUTOGENERATED'): continue
+        if c['cell_type'] == 'code':
+            lines = src.splitlines()
+            direc = [l for l in lines if l.startswith('#|')]
+            if any(re.match(r'#\|\s*echo:\s*false', l) for l in direc):
+                c.setdefault('metadata', {}).setdefault('tags', []).append('hide-input')
+            src = '\n'.join(l for l in lines if not l.startswith('#|')).strip('\n')
+            for o in c.get('outputs', []):
+                data = o.get('data', {})
+                if 'text/markdown' in data:
+                    md = _SOURCE_LINK.sub(r'<a href="\1" class="source-link" target="_blank">source</a>', _text(data['text/markdown']))
+                    data['text/markdown'] = fix_links(md)
+                    data.pop('text/plain', None)  # show the markdown, not its plain twin
+                for mime in ('text/html', 'text/plain'):
+                    if mime in data: data[mime] = fix_links(_text(data[mime]))
+        c['source'] = fix_links(src)
+        cells.append(c)
+    nbj['cells'] = cells
+    return nbj
+
+
+def tidy(nbs:list[Path], base:str):
+    "Quarto's part, for mkdocs: front matter, hidden inputs, and nbdev's links into its Quarto site made local."
+    pat = re.compile(re.escape(base.rstrip('/')) + r'/([\w.-]+)\.html(#[\w.-]*)?')
+    for nb in nbs:
+        p = PROC/nb.name
+        depth = '' if nb.stem == 'index' else '../'
+        def fix(m):
+            page = _page_of(m.group(1), nbs)
+            if page is None: return m.group(0)
+            return depth + page + (m.group(2) or '').lower()
+        nbj = tidy_nb(json.loads(p.read_text()), lambda s: pat.sub(fix, s))
+        p.write_text(json.dumps(nbj, indent=1))
+
+
+def render():
+    subprocess.run([sys.executable, '-m', 'mkdocs', 'build', '--clean', '-q', '-f', str(ROOT/'mkdocs.yml')], check=True,
+                   cwd=ROOT)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--jobs', type=int, default=min(2, os.cpu_count() or 1), help='notebooks executed at once')
+    ap.add_argument('--force', action='store_true', help='execute every notebook again')
+    ap.add_argument('--allow-errors', action='store_true', help='build the site even if a notebook raises')
+    ap.add_argument('--execute-one', nargs=3, metavar=('SRC', 'DEST', 'KEY'), help=argparse.SUPPRESS)
+    ap.add_argument('--process-one', nargs=2, metavar=('SRC', 'DEST'), help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.execute_one: return execute(*a.execute_one)
+    if a.process_one: return process_one(*a.process_one)
+    t0 = time.time()
+    nbs = notebooks()
+    errors = execute_all(nbs, a.jobs, a.force)
+    if errors and not a.allow_errors:
+        sys.stderr.write('\n'.join(errors) + '\n')
+        sys.exit(f'docs: {len(errors)} notebook(s) raised; fix them (or pass --allow-errors to see the site anyway)')
+    t1 = time.time()
+    perrors = process(nbs, a.jobs)
+    if perrors and not a.allow_errors:
+        sys.stderr.write('\n'.join(perrors) + '\n')
+        sys.exit(f'docs: nbdev could not process {len(perrors)} notebook(s); an import cell may use earlier names')
+    errors += perrors
+    t2 = time.time()
+    from nbdev.config import get_config
+    cfg = get_config()
+    tidy(nbs, cfg.doc_host + cfg.doc_baseurl)
+    render()
+    print(f'docs: {len(nbs)} pages in {SITE.relative_to(ROOT)}/ in {time.time() - t0:.0f} s '
+          f'(execute {t1 - t0:.0f} s, nbdev processing {t2 - t1:.0f} s, render {time.time() - t2:.0f} s)')
+    if errors: print(f'docs: WARNING: {len(errors)} notebook(s) raised (--allow-errors)', file=sys.stderr)
+
+
+if __name__ == '__main__': main()
