@@ -15,8 +15,13 @@ CLI = str(Path(sys.executable).parent/'alpaca_ft')
 ENV = {**os.environ, 'WANDB_MODE': 'disabled', 'TOKENIZERS_PARALLELISM': 'false'}
 
 
-def cli(*args, **kw):
-    return subprocess.run([CLI, *map(str, args)], capture_output=True, text=True, env=ENV, timeout=600, **kw)
+def cli(capsys, *args) -> tuple[int, str, str]:
+    "Run the `alpaca_ft` command in this process (no start-up cost): exit code, stdout, stderr."
+    from alpaca_ft.cli import main
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
 def losses(run_dir, key='loss'):
@@ -51,14 +56,13 @@ def finished(data, tmp_path_factory):
 
 # --- the loop computes the right thing ---------------------------------------------------------------------------
 
-def test_grad_accum_matches_large_batch(data, tmp_path):
+def test_grad_accum_matches_large_batch(data, finished, tmp_path):
     "4 sequences in one micro-batch and 2 x 2 with grad_accum=2 give the same losses step after step."
-    train(cfg(data, tmp_path/'big', batch_size=4, grad_accum=1))
     train(cfg(data, tmp_path/'acc', batch_size=2, grad_accum=2))
-    assert losses(tmp_path/'acc') == pytest.approx(losses(tmp_path/'big'), abs=1e-5)
+    assert losses(tmp_path/'acc') == pytest.approx(losses(finished), abs=1e-5)
     # and they are not trivially equal to a run with a different batch
-    train(cfg(data, tmp_path/'small', batch_size=2, grad_accum=1))
-    assert losses(tmp_path/'small') != pytest.approx(losses(tmp_path/'big'), abs=1e-5)
+    train(cfg(data, tmp_path/'small', batch_size=2, grad_accum=1, max_steps=2))
+    assert losses(tmp_path/'small') != pytest.approx(losses(finished)[:2], abs=1e-5)
 
 
 @pytest.mark.parametrize('impl', ['sdpa', 'eager'])  # flex_attention: tests/test_model.py (slow on CPU)
@@ -98,13 +102,13 @@ def test_resume_gives_same_losses(data, tmp_path, finished):
 def test_two_processes_match_one(data, tmp_path):
     "torchrun with 2 CPU processes x batch 2 takes the same steps as 1 process x batch 4."
     torchrun = Path(sys.executable).parent/'torchrun'
-    common = ['--max-steps', 3, '--grad-accum', 1, '--eval-every', 3, '--n-eval-samples', 1, '--max-new-tokens', 4,
-              '--lr', 3e-3, '--wandb', 'disabled']
+    common = dict(max_steps=3, grad_accum=1, eval_every=3, n_eval_samples=1, max_new_tokens=4, lr=3e-3)
+    args = [f"--{k.replace('_', '-')}={v}" for k, v in common.items()]
     r = subprocess.run([str(torchrun), '--nproc_per_node', '2', '--master_port', '29613', CLI, 'train', str(data),
-                        '--out', str(tmp_path/'ddp'), '--batch-size', '2', *map(str, common)],
+                        '--out', str(tmp_path/'ddp'), '--batch-size', '2', '--wandb', 'disabled', *args],
                        capture_output=True, text=True, env=ENV, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert cli('train', data, '--out', tmp_path/'single', '--batch-size', 4, *common).returncode == 0
+    train(cfg(data, tmp_path/'single', batch_size=4, **common))
     ddp, single = read_jsonl(tmp_path/'ddp'/'metrics.jsonl'), read_jsonl(tmp_path/'single'/'metrics.jsonl')
     assert len(ddp) == len(single)  # only rank 0 writes
     assert losses(tmp_path/'ddp') == pytest.approx(losses(tmp_path/'single'), abs=1e-4)
@@ -284,7 +288,7 @@ def test_truncated_newest_checkpoint_is_named_and_the_previous_used(data, finish
 def test_stale_temp_folders_are_removed(data, finished, tmp_path):
     run = tmp_path/'run'
     shutil.copytree(finished, run)
-    stale = [run/'checkpoints'/'.step-6.tmp-999999999-abc', run/'.final.tmp-999999999-x']
+    stale = [run/'checkpoints'/'.step-6.tmp-999999999-abcd1234', run/'.final.tmp-999999999-k2j4h5g6']
     for p in stale:
         p.mkdir()
         (p/'model.safetensors').write_bytes(b'0' * 1000)
@@ -351,38 +355,39 @@ def test_run_records_dataset_and_model_artifacts(data, tmp_path, monkeypatch):
     (['--batch-size', '0'], 'batch_size must be'),
     (['--precision', 'fp64'], 'invalid choice'),
 ])
-def test_train_bad_arguments(data, tmp_path, args, msg):
-    r = cli('train', data, '--out', tmp_path/'run', '--wandb', 'disabled', *args)
-    assert r.returncode == 2 and msg in r.stderr, r.stderr[-2000:]
+def test_train_bad_arguments(data, tmp_path, capsys, args, msg):
+    code, _, err = cli(capsys, 'train', data, '--out', tmp_path/'run', '--wandb', 'disabled', *args)
+    assert code == 2 and msg in err, err[-2000:]
     assert not (tmp_path/'run').exists()
 
 
-def test_train_refuses_what_is_not_a_prepare_output(tmp_path):
+def test_train_refuses_what_is_not_a_prepare_output(tmp_path, capsys):
     (tmp_path/'notdata').mkdir()
-    r = cli('train', tmp_path/'notdata', '--out', tmp_path/'run')
-    assert r.returncode == 2 and 'not an alpaca_ft prepare output' in r.stderr
+    code, _, err = cli(capsys, 'train', tmp_path/'notdata', '--out', tmp_path/'run')
+    assert code == 2 and 'not an alpaca_ft prepare output' in err
     assert not (tmp_path/'run').exists()
 
 
-def test_train_refuses_existing_run_dir(data, tmp_path):
+def test_train_refuses_existing_run_dir(data, tmp_path, capsys):
     (tmp_path/'run').mkdir()
     (tmp_path/'run'/'keep.txt').write_text('x')
-    r = cli('train', data, '--out', tmp_path/'run', '--wandb', 'disabled')
-    assert r.returncode == 2 and '--resume' in r.stderr and '--overwrite' in r.stderr
+    code, _, err = cli(capsys, 'train', data, '--out', tmp_path/'run', '--wandb', 'disabled')
+    assert code == 2 and '--resume' in err and '--overwrite' in err
+    code, _, err = cli(capsys, 'train', data, '--out', tmp_path/'run', '--wandb', 'disabled', '--overwrite')
+    assert code == 2 and f'no {RUN_MARKER}' in err
     assert [p.name for p in (tmp_path/'run').iterdir()] == ['keep.txt']
 
 
-def test_tiny_model_and_generate_cli(tmp_path):
-    r = cli('tiny-model', tmp_path/'tiny', '--layers', 1, '--hidden', 32)
-    assert r.returncode == 0, r.stderr
+def test_tiny_model_and_generate_cli(tmp_path, capsys):
+    code, _, err = cli(capsys, 'tiny-model', tmp_path/'tiny', '--layers', 1, '--hidden', 32)
+    assert code == 0, err
     from transformers import AutoModelForCausalLM
     m = AutoModelForCausalLM.from_pretrained(tmp_path/'tiny')
     assert m.config.num_hidden_layers == 1 and (tmp_path/'tiny'/'model.safetensors').exists()
-    r = cli('generate', tmp_path/'tiny', '--instruction', 'Say hi.', '--max-new-tokens', 5)
-    assert r.returncode == 0, r.stderr
-    r = cli('generate', tmp_path/'tiny', '--instruction', 'Say hi.', '--prompt', 'x')
-    assert r.returncode == 2
-    assert cli('tiny-model', tmp_path/'tiny').returncode == 2  # exists
+    code, _, err = cli(capsys, 'generate', tmp_path/'tiny', '--instruction', 'Say hi.', '--max-new-tokens', 5)
+    assert code == 0, err
+    assert cli(capsys, 'generate', tmp_path/'tiny', '--instruction', 'Say hi.', '--prompt', 'x')[0] == 2
+    assert cli(capsys, 'tiny-model', tmp_path/'tiny')[0] == 2  # exists
 
 
 def test_demo_overwrite_only_replaces_a_demo_folder(tmp_path):
@@ -394,16 +399,18 @@ def test_demo_overwrite_only_replaces_a_demo_folder(tmp_path):
     assert [p.name for p in (tmp_path/'mine').iterdir()] == ['notes.txt']
 
 
-def test_demo_loss_falls(tmp_path):
-    r = subprocess.run([CLI, 'demo', str(tmp_path/'demo'), '--max-steps', '42'], capture_output=True, text=True,
-                       env={**ENV, 'WANDB_MODE': 'offline', 'WANDB_DIR': str(tmp_path)}, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
+def test_demo_loss_falls(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv('WANDB_MODE', 'offline')
+    monkeypatch.setenv('WANDB_DIR', str(tmp_path))
+    code, out, err = cli(capsys, 'demo', tmp_path/'demo', '--max-steps', 26)
+    assert code == 0, err[-3000:]
     l = losses(tmp_path/'demo'/'run')
     assert sum(l[-5:]) / 5 < sum(l[:5]) / 5 - 0.5  # ln(1024) = 6.93 at the start
     assert (tmp_path/'demo'/'run'/'final'/'model.safetensors').exists()
+    assert (tmp_path/'demo'/'demo.json').exists()
     assert len(read_jsonl(tmp_path/'demo'/'run'/'eval_predictions.jsonl')) == 5
-    assert 'train loss' in r.stdout
+    assert 'train loss' in out
     evals = [m for m in read_jsonl(tmp_path/'demo'/'run'/'metrics.jsonl') if 'eval_loss' in m]
-    assert [m['step'] for m in evals] == [0, 10, 20, 30, 40, 42]  # every eval_every (42 // 4) steps, and the last one
+    assert [m['step'] for m in evals] == [0, 6, 12, 18, 24, 26]  # every eval_every (26 // 4) steps, and the last
     assert evals[-1]['eval_accuracy'] > evals[0]['eval_accuracy']
-    assert f"eval token accuracy {evals[0]['eval_accuracy']:.1%} -> {evals[-1]['eval_accuracy']:.1%}" in r.stdout
+    assert f"eval token accuracy {evals[0]['eval_accuracy']:.1%} -> {evals[-1]['eval_accuracy']:.1%}" in out

@@ -1,0 +1,204 @@
+"""The docs site as a reader meets it: built by scripts/docs.py, opened in headless Chromium (Debian's, with its
+chromedriver; nothing downloads a browser).
+
+The site is built once per session (cached notebooks make a rebuild quick); `ALPACA_FT_DOCS_BUILT=1` says
+scripts/test.sh has just built it. Screenshots land in `_docs/screenshot-*.png`."""
+from __future__ import annotations
+import functools, http.server, json, os, re, shutil, subprocess, sys, threading
+import urllib.error, urllib.parse, urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SITE = ROOT/'_docs'
+sys.path.insert(0, str(ROOT/'scripts'))
+import docs  # noqa: E402  scripts/docs.py
+
+NOTEBOOKS = docs.notebooks()
+
+
+def page_path(nb:Path) -> str: return '/' if nb.stem == 'index' else f'/{nb.stem}/'
+
+
+# ---------------------------------------------------------------- without a browser
+
+def test_nbdev_yml_in_step_with_settings():
+    "nbs/nbdev.yml is exactly what nbdev's refresh_quarto_yml writes from settings.ini (so Quarto users get no diff)."
+    from nbdev.config import get_config
+    from nbdev.quarto import _nbdev_yml
+    cfg = get_config(path=ROOT)
+    vals = {k: cfg[k] for k in ['title', 'description', 'branch', 'git_url', 'doc_host', 'doc_baseurl']}
+    vals['doc_path'] = cfg.doc_path.name
+    assert (ROOT/'nbs'/'nbdev.yml').read_text() == _nbdev_yml.format(**vals)
+
+
+def test_quarto_config_valid():
+    "_quarto.yml still names nbdev's metadata files and the site's stylesheet; sidebar.yml (generated) is ignored."
+    import yaml
+    q = yaml.safe_load((ROOT/'nbs'/'_quarto.yml').read_text())
+    assert q['project']['type'] == 'website' and q['metadata-files'] == ['nbdev.yml', 'sidebar.yml']
+    assert (ROOT/'nbs'/q['format']['html']['css']).is_file()
+    assert 'nbs/sidebar.yml' in (ROOT/'.gitignore').read_text().split()
+
+
+def test_tidy_quarto_syntax():
+    "What Quarto would render: front matter becomes a title, `echo: false` hides the input, source links are HTML."
+    nb = {'cells': [
+        {'cell_type': 'raw', 'metadata': {}, 'source': '---\ntitle: Packing\ndescription: Packs.\n---\n'},
+        {'cell_type': 'code', 'metadata': {}, 'source': '#| echo: false\n#| output: asis\nshow_doc(f)', 'outputs': [
+            {'output_type': 'execute_result', 'metadata': {}, 'data': {
+                'text/markdown': '[source](https://x/y.py#L3){target="_blank" style="float:right"}\n\n### f',
+                'text/plain': 'def f()'}}]},
+        {'cell_type': 'code', 'metadata': {}, 'source': '#| export\ndef f(): pass', 'outputs': []}]}
+    out = docs.tidy_nb(nb, lambda s: s)['cells']
+    assert out[0]['source'] == '# Packing\n\n> Packs.'
+    assert out[1]['metadata']['tags'] == ['hide-input'] and out[1]['source'] == 'show_doc(f)'
+    assert out[1]['outputs'][0]['data'] == {'text/markdown': '<a href="https://x/y.py#L3" class="source-link" '
+                                                            'target="_blank">source</a>\n\n### f'}
+    assert out[2]['source'] == 'def f(): pass'
+
+
+# ---------------------------------------------------------------- the built site
+
+@pytest.fixture(scope='session')
+def site():
+    if os.environ.get('ALPACA_FT_DOCS_BUILT') != '1':
+        r = subprocess.run([sys.executable, str(ROOT/'scripts'/'docs.py')], cwd=ROOT, capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    assert (SITE/'index.html').is_file(), 'no site in _docs/: run bash scripts/docs.sh'
+    handler = functools.partial(_QuietHandler, directory=str(SITE))
+    srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    srv.handle_error = lambda *a: None  # a browser that drops a connection early is not an error
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f'http://127.0.0.1:{srv.server_address[1]}'
+    srv.shutdown()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *a): pass
+
+
+def _find(names, candidates):
+    for n in names:
+        p = shutil.which(n)
+        if p: return p
+    return next((c for c in candidates if Path(c).is_file()), None)
+
+
+@pytest.fixture(scope='session')
+def browser():
+    chromium = os.environ.get('CHROMIUM') or _find(['chromium', 'chromium-browser'], ['/usr/bin/chromium'])
+    driver_path = os.environ.get('CHROMEDRIVER') or _find(['chromedriver'], ['/usr/bin/chromedriver'])
+    if not chromium or not driver_path:
+        pytest.skip('headless Chromium not available: apt-get install chromium chromium-driver '
+                    f'(chromium: {chromium}, chromedriver: {driver_path})')
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for a in ('--headless=new', '--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu', '--window-size=1280,1000'):
+        opts.add_argument(a)
+    opts.set_capability('goog:loggingPrefs', {'browser': 'ALL'})
+    try: drv = webdriver.Chrome(service=Service(executable_path=driver_path), options=opts)
+    except Exception as e: pytest.skip(f'headless Chromium did not start: {type(e).__name__}: {str(e)[:200]}')
+    drv.set_page_load_timeout(60)
+    yield drv
+    drv.quit()
+
+
+def _load(drv, url):
+    "Open `url`, wait for every resource, return the browser's console messages of level SEVERE."
+    drv.get_log('browser')  # drop what earlier pages logged
+    drv.get(url)
+    from selenium.webdriver.support.ui import WebDriverWait
+    WebDriverWait(drv, 30).until(lambda d: d.execute_script(
+        "return document.readyState === 'complete' && Array.from(document.images).every(i => i.complete)"))
+    return [e for e in drv.get_log('browser') if e['level'] == 'SEVERE']
+
+
+@pytest.fixture(scope='session')
+def pages(site, browser):
+    "Every notebook's page, opened once: {stem: {'url', 'errors', 'title', 'links', 'bad_images', 'ids'}}."
+    out = {}
+    for nb in NOTEBOOKS:
+        url = site + page_path(nb)
+        errors = _load(browser, url)
+        out[nb.stem] = dict(
+            url=url, errors=errors, title=browser.title,
+            h1=browser.execute_script("const h = document.querySelector('article h1'); return h && h.textContent"),
+            links=browser.execute_script("return Array.from(document.querySelectorAll('a[href]')).map(a => a.href)"),
+            bad_images=browser.execute_script(
+                "return Array.from(document.images).filter(i => !(i.naturalWidth > 0)).map(i => i.src.slice(0, 80))"),
+            n_images=browser.execute_script("return document.images.length"),
+            ids=set(browser.execute_script("return Array.from(document.querySelectorAll('[id]')).map(e => e.id)")))
+    return out
+
+
+def test_every_notebook_has_a_page(pages):
+    for nb in NOTEBOOKS:
+        p = pages[nb.stem]
+        assert p['h1'], f'{nb.name}: no page title at {p["url"]}'
+    # the site lists its pages in the notebooks' order
+    nav = (SITE/'index.html').read_text()
+    pos = [nav.find(f'href="{nb.stem}/"') for nb in NOTEBOOKS[1:]]
+    assert all(x > 0 for x in pos), dict(zip([n.stem for n in NOTEBOOKS[1:]], pos))
+    assert pos == sorted(pos), 'navigation is not in notebook order'
+
+
+def test_no_javascript_errors(pages):
+    bad = {k: [e['message'][:200] for e in p['errors']] for k, p in pages.items() if p['errors']}
+    assert not bad, bad
+
+
+def test_every_image_loads(pages):
+    bad = {k: p['bad_images'] for k, p in pages.items() if p['bad_images']}
+    assert not bad, bad
+    assert sum(p['n_images'] for p in pages.values()) >= 3, 'the plots are missing'
+
+
+def test_internal_links_resolve(site, pages):
+    "Every link to this site reaches a page (HTTP 200) and, if it has a #fragment, an element with that id."
+    ids = {urllib.parse.urlsplit(p['url']).path: p['ids'] for p in pages.values()}
+    broken = []
+    for k, p in pages.items():
+        for href in set(p['links']):
+            u = urllib.parse.urlsplit(href)
+            if f'{u.scheme}://{u.netloc}' != site: continue
+            try: urllib.request.urlopen(f'{site}{u.path}', timeout=10).close()
+            except urllib.error.URLError as e:
+                broken.append(f'{k}: {href} ({e})')
+                continue
+            if u.fragment and u.path in ids and urllib.parse.unquote(u.fragment) not in ids[u.path]:
+                broken.append(f'{k}: {href} (no element with id {u.fragment!r})')
+    assert not broken, '\n'.join(sorted(broken))
+
+
+def _mask_spans(drv):
+    return drv.execute_script("""
+        const s = Array.from(document.querySelectorAll('article span[title]'));
+        return s.map(e => getComputedStyle(e).backgroundColor);""")
+
+
+def test_label_mask_page_shows_coloured_spans(site, browser):
+    "02_tokenization teaches the prompt mask with the coloured view: grey masked tokens and green trained ones."
+    stem = next(nb.stem for nb in NOTEBOOKS if nb.stem.endswith('_tokenization'))
+    assert not _load(browser, f'{site}/{stem}/')
+    colours = _mask_spans(browser)
+    grey, green = colours.count('rgb(238, 238, 238)'), colours.count('rgb(183, 228, 183)')
+    assert grey >= 5 and green >= 5, f'{grey} grey and {green} green token spans'
+    first = browser.find_elements('css selector', 'article span[title]')[0]
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", first)
+    browser.save_screenshot(str(SITE/'screenshot-tokenization.png'))
+
+
+def test_screenshots(site, browser):
+    assert not _load(browser, site + '/')
+    browser.save_screenshot(str(SITE/'screenshot-index.png'))
+    stem = next(nb.stem for nb in NOTEBOOKS if nb.stem.endswith('_viz'))
+    assert not _load(browser, f'{site}/{stem}/')
+    img = browser.find_elements('css selector', 'article img')
+    assert img, 'no plot on the viz page'
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", img[0])
+    browser.save_screenshot(str(SITE/'screenshot-viz.png'))
+    for f in ('screenshot-index.png', 'screenshot-viz.png'): assert (SITE/f).stat().st_size > 10_000
