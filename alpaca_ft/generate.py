@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 import torch
 from tqdm.auto import tqdm
+from .data import DataError
 from .prompts import render
 
 # %% auto #0
@@ -14,7 +15,8 @@ __all__ = ['generate', 'predict_rows', 'generate_answer']
 
 # %% ../nbs/12_generate.ipynb #bc27afe7
 @torch.no_grad()
-def generate(model, tokenizer, prompts:list[str], max_new_tokens:int=256, batch_size:int=8, progress:bool=False) -> list[str]:
+def generate(model, tokenizer, prompts:list[str], max_new_tokens:int=256, batch_size:int=8,
+             progress:bool=False) -> list[str]:
     "Greedy completions of `prompts` (response text only), stopping at EOS."
     model.eval()
     side, tokenizer.padding_side = tokenizer.padding_side, 'left'
@@ -28,21 +30,33 @@ def generate(model, tokenizer, prompts:list[str], max_new_tokens:int=256, batch_
     finally: tokenizer.padding_side = side
     return out
 
-def predict_rows(model, tokenizer, rows:list[dict], template:str='alpaca', max_new_tokens:int=256) -> list[dict]:
+def predict_rows(model, tokenizer, rows:list[dict], template:str='alpaca',
+                 max_new_tokens:int=256) -> list[dict]:
     "Generate for each row's prompt: dicts of `prompt`, `generation` and `reference` (the row's output)."
     pairs = [render(r, template, tokenizer) for r in rows]
     gens = generate(model, tokenizer, [p for p, _ in pairs], max_new_tokens)
     return [{'prompt': p, 'generation': g, 'reference': r} for (p, r), g in zip(pairs, gens)]
 
 # %% ../nbs/12_generate.ipynb #2d0e7ac9
-def generate_answer(model_path:str|Path, instruction:str|None=None, input:str='', prompt:str|None=None,
-                    max_new_tokens:int=256, device=None) -> str:
-    "Load the model (and its tokenizer) at `model_path` and answer one instruction (or complete a raw `prompt`)."
+def _load(model_path:str|Path, device=None):
+    "Tokenizer and model of `model_path`; a DataError naming the folder when it is missing or unreadable."
     from alpaca_ft.model import load_model
     from alpaca_ft.tokenization import load_tokenizer
+    path = Path(model_path)
+    if not path.is_dir() and (path.exists() or path.is_absolute() or str(model_path).startswith('.')):
+        raise DataError(f'{model_path}: no such model folder')
+    try: return load_tokenizer(str(model_path)), load_model(model_path, device=device)
+    except Exception as e:  # safetensors, config and tokenizer errors alike: name the folder
+        raise DataError(f'{model_path}: cannot load the model ({str(e).splitlines()[0][:200]})') from None
+
+def generate_answer(model_path:str|Path, instruction:str|None=None, input:str='', prompt:str|None=None,
+                    max_new_tokens:int=256, device=None) -> str:
+    "Load the model and tokenizer at `model_path`; answer one instruction (or complete a raw `prompt`)."
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()  # a one-line answer needs no 'Loading weights' bar
     if (instruction is None) == (prompt is None): raise ValueError('give either an instruction or a prompt')
-    tok, model = load_tokenizer(str(model_path)), load_model(model_path, device=device)
-    text = prompt if prompt is not None else render({'instruction': instruction, 'input': input, 'output': ''})[0]
+    if max_new_tokens < 1: raise ValueError(f'max_new_tokens must be >= 1, got {max_new_tokens}')
+    tok, model = _load(model_path, device)
+    row = {'instruction': instruction, 'input': input, 'output': ''}
+    text = prompt if prompt is not None else render(row)[0]
     return generate(model, tok, [text], max_new_tokens)[0]

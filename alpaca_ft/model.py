@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch.utils.checkpoint import checkpoint
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers.utils import logging as hf_logging
 from .tokenization import load_tokenizer
 
 # %% auto #0
@@ -43,9 +44,13 @@ def load_model(name:str|Path, device=None, dtype=None, attn_implementation:str='
     "Load a causal LM (hub id or local folder) onto `device` in `dtype`."
     check_attn_implementation(attn_implementation)
     device = torch.device(device or default_device())
-    model = AutoModelForCausalLM.from_pretrained(str(name), dtype=dtype or default_dtype(device),
-                                                 attn_implementation=attn_implementation,
-                                                 trust_remote_code=trust_remote_code, use_safetensors=None)
+    kw = dict(dtype=dtype or default_dtype(device), attn_implementation=attn_implementation,
+              trust_remote_code=trust_remote_code, use_safetensors=None)
+    try: model = AutoModelForCausalLM.from_pretrained(str(name), **kw)
+    except (OSError, ValueError) as e:  # one line naming the model, for the CLI
+        why = 'no causal LM in this folder' if Path(name).is_dir() else 'not a folder, nor a loadable hub id'
+        msg = f'{name}: {why}: {str(e).splitlines()[0]}'
+        raise (ValueError(msg) if isinstance(e, ValueError) else OSError(msg)) from e
     return model.to(device)
 
 def param_counts(model) -> dict:
@@ -57,6 +62,10 @@ def param_counts(model) -> dict:
 def tiny_config(vocab_size:int, layers:int=2, hidden:int=64, heads:int=4, max_len:int=2048,
                 **kw) -> LlamaConfig:
     "A Llama 2-shaped config at toy size (MLP width about 2.7x hidden, as in Llama 2)."
+    if layers < 1: raise ValueError(f'layers must be at least 1, got {layers}')
+    if heads < 1 or hidden < 2 * heads or hidden % (2 * heads):
+        raise ValueError(f'hidden must be a positive multiple of 2 * heads = {2 * heads} (heads of an even '
+                         f'size, for rotary embeddings), got hidden={hidden}, heads={heads}')
     return LlamaConfig(vocab_size=vocab_size, hidden_size=hidden,
                        intermediate_size=int(hidden * 11008 / 4096 + 0.5),
                        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
@@ -77,7 +86,11 @@ def save_tiny_model(out:str|Path, tokenizer:str|None=None, layers:int=2, hidden:
     model = tiny_llama(len(tok), layers, hidden, seed=seed, bos_token_id=tok.bos_token_id,
                        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     out = Path(out)
-    model.save_pretrained(out, safe_serialization=True)
+    quiet = not hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no bar for writing one small shard
+    try: model.save_pretrained(out, safe_serialization=True)
+    finally:
+        if not quiet: hf_logging.enable_progress_bar()
     tok.save_pretrained(out)
     return out
 

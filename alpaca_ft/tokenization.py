@@ -4,15 +4,15 @@
 
 # %% ../nbs/02_tokenization.ipynb #80c3a3dc
 from __future__ import annotations
-import hashlib, os, shutil, tempfile
+import hashlib, html, json, os, re, shutil, tempfile
 from pathlib import Path
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from .data import SAMPLE_DATA, load_rows, shared_path
-from .prompts import alpaca_prompt
+from .prompts import alpaca_prompt, render
 
 # %% auto #0
 __all__ = ['TINY_TOKENIZER', 'CHAT_TEMPLATE', 'cache_dir', 'train_tiny_tokenizer', 'tiny_tokenizer_path', 'load_tokenizer',
-           'adds_eos', 'with_eos', 'tokenize_examples']
+           'adds_eos', 'with_eos', 'tokenize_examples', 'token_groups', 'html_tokens']
 
 # %% ../nbs/02_tokenization.ipynb #d46bc831
 TINY_TOKENIZER = 'alpaca_ft/tiny-bpe'  # the name the bundled tokenizer goes by in manifests
@@ -89,3 +89,49 @@ def tokenize_examples(prompts:list[str], responses:list[str], tokenizer, train_o
         lab[0] = -100  # nothing predicts the first token (BOS); masking it keeps packed examples apart
         labels.append(lab)
     return {'input_ids': input_ids, 'labels': labels}
+
+# %% ../nbs/02_tokenization.ipynb #a1b2c3d5
+def _byte_decoder(tokenizer) -> dict|None:
+    "For a byte-level BPE tokenizer, its printable stand-in characters mapped back to bytes (GPT-2's byte map)."
+    if 'ByteLevel' not in json.dumps(json.loads(tokenizer.backend_tokenizer.to_str()).get('decoder')): return None
+    bs = [*range(ord('!'), ord('~') + 1), *range(ord('¡'), ord('¬') + 1), *range(ord('®'), ord('ÿ') + 1)]
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs: bs.append(b); cs.append(256 + n); n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+def _token_bytes(piece:str, byte_decoder:dict|None) -> bytes:
+    "The bytes a token stands for: byte-level BPE characters, SentencePiece's `▁` and `<0xE4>` byte tokens."
+    if m := re.fullmatch(r'<0x([0-9A-Fa-f]{2})>', piece): return bytes([int(m.group(1), 16)])
+    if byte_decoder and all(ch in byte_decoder for ch in piece): return bytes(byte_decoder[ch] for ch in piece)
+    return piece.replace('▁', ' ').encode('utf-8')
+
+def token_groups(input_ids:list[int], tokenizer, breaks=()) -> list[tuple[list[int], str]]:
+    "`(token positions, text)` per group of tokens that together make whole characters; no group crosses `breaks`."
+    pieces, special = tokenizer.convert_ids_to_tokens(list(input_ids)), set(tokenizer.all_special_ids)
+    bdec, out, i = _byte_decoder(tokenizer), [], 0
+    while i < len(pieces):
+        if input_ids[i] in special: out.append(([i], pieces[i])); i += 1; continue
+        j, buf = i, b''
+        while j < len(pieces) and (j == i or (input_ids[j] not in special and j not in breaks and j - i < 4)):
+            buf += _token_bytes(pieces[j], bdec); j += 1
+            try: text = buf.decode('utf-8'); break
+            except UnicodeDecodeError: text = buf.decode('utf-8', errors='replace')
+        out.append((list(range(i, j)), text)); i = j
+    return out
+
+def html_tokens(input_ids:list[int], labels:list[int], tokenizer, position_ids:list[int]|None=None) -> str:
+    "HTML of a sequence's tokens: masked ones grey, trained ones green, pack boundaries as red bars."
+    starts = {i for i, p in enumerate(position_ids or []) if p == 0 and i > 0}
+    trained = [l != -100 for l in labels]
+    breaks = starts | {i for i in range(1, len(labels)) if trained[i] != trained[i - 1]}
+    spans = []
+    for pos, text in token_groups(input_ids, tokenizer, breaks):
+        if pos[0] in starts: spans.append('<span style="border-left:3px solid #d62728;margin:0 2px"></span>')
+        shown = html.escape(text).replace(' ', '·').replace('\n', '↵<br>')
+        style = 'color:#000;background:#b7e4b7' if trained[pos[0]] else 'color:#888;background:#eee'
+        ids = ' '.join(str(input_ids[k]) for k in pos)
+        spans.append(f'<span title="{ids}" style="{style};margin:0 1px;font-family:monospace">{shown}</span>')
+    legend = ('<p style="font-family:sans-serif;font-size:12px"><span style="background:#eee">masked (-100)</span> '
+              '<span style="background:#b7e4b7">trained</span> <span style="color:#d62728">| new example</span></p>')
+    return '<div style="line-height:1.8">' + legend + ''.join(spans) + '</div>'

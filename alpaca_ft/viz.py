@@ -4,13 +4,13 @@
 
 # %% ../nbs/06_viz.ipynb #fdeba131
 from __future__ import annotations
-import html
 import matplotlib.pyplot as plt
 import pandas as pd
-from .packing import PACKERS, pack, pack_stats, packed_lengths, seq_lengths
+from .packing import PACKERS, pack, pack_lengths, pack_stats, packed_lengths
+from .tokenization import html_tokens  # taught in 02_tokenization; re-exported here with the other views
 
 # %% auto #0
-__all__ = ['length_histogram', 'padding_share', 'packing_table', 'packing_plot', 'html_tokens']
+__all__ = ['length_histogram', 'padding_share', 'packing_table', 'packing_plot']
 
 # %% ../nbs/06_viz.ipynb #e374f94a
 def length_histogram(lengths:list[int], max_seq_len:int|None=None, bins:int=40):
@@ -36,7 +36,7 @@ def packing_table(examples:dict, max_seq_len:int, batch_size:int=16) -> pd.DataF
     out = {}
     for s in PACKERS:
         p = pack(examples, max_seq_len, s)
-        out[s] = {**pack_stats(p, max_seq_len), 'padding_share': round(padding_share(seq_lengths(p).tolist(), batch_size), 4)}
+        out[s] = {**pack_stats(p, max_seq_len), 'padding_share': round(padding_share(pack_lengths(p).tolist(), batch_size), 4)}
     return pd.DataFrame(out).T
 
 def packing_plot(lengths:list[int], max_seq_len:int, batch_size:int=16):
@@ -51,17 +51,3 @@ def packing_plot(lengths:list[int], max_seq_len:int, batch_size:int=16):
     b.set(ylabel='padding share', title=f'padding in batches of {batch_size}')
     fig.tight_layout()
     return fig
-
-# %% ../nbs/06_viz.ipynb #f8932950
-def html_tokens(input_ids:list[int], labels:list[int], tokenizer, position_ids:list[int]|None=None) -> str:
-    "HTML of a sequence's tokens: masked ones grey, trained ones green, pack boundaries as red bars."
-    spans = []
-    for i, (t, l) in enumerate(zip(input_ids, labels)):
-        if position_ids is not None and position_ids[i] == 0 and i > 0:
-            spans.append('<span style="border-left:3px solid #d62728;margin:0 2px"></span>')
-        text = html.escape(tokenizer.convert_ids_to_tokens(t)).replace('Ċ', '↵<br>').replace('Ġ', '·').replace('▁', '·')
-        style = 'color:#888;background:#eee' if l == -100 else 'color:#000;background:#b7e4b7'
-        spans.append(f'<span title="{t}" style="{style};margin:0 1px;font-family:monospace">{text}</span>')
-    legend = ('<p style="font-family:sans-serif;font-size:12px"><span style="background:#eee">masked (-100)</span> '
-              '<span style="background:#b7e4b7">trained</span> <span style="color:#d62728">| new example</span></p>')
-    return '<div style="line-height:1.8">' + legend + ''.join(spans) + '</div>'

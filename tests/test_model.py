@@ -211,3 +211,10 @@ def test_gpu_benchmark_smoke_runs_without_datasets_wandb_fastcore():
     r = subprocess.run([sys.executable, '-c', code], cwd=root, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and 'smoke: OK' in r.stdout, r.stdout[-2000:] + r.stderr[-3000:]
     assert 'shipped (225, 32, 32), fixed (57, 8, 8)' in r.stdout
+
+
+def test_load_and_shape_errors_name_the_input(tmp_path):
+    with pytest.raises(OSError, match='nothere: not a folder'): load_model(tmp_path/'nothere', device='cpu')
+    with pytest.raises(ValueError, match='no causal LM in this folder'): load_model(tmp_path, device='cpu')
+    with pytest.raises(ValueError, match='layers must be at least 1'): tiny_llama(1024, layers=0)
+    with pytest.raises(ValueError, match='multiple of 2 \\* heads = 8'): tiny_llama(1024, hidden=60)

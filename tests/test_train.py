@@ -1,5 +1,5 @@
-"""End-to-end checks of training: accumulation, packed isolation, resume, two processes, safety of the run folder,
-checked options, verified data, host syncs, CLI errors, demo."""
+"""End-to-end checks of training: accumulation, packed isolation, resume, two processes, safety of the run
+folder, checked options, verified data, host syncs, CLI errors, demo."""
 import json, math, os, shutil, subprocess, sys
 from pathlib import Path
 import pytest
@@ -36,8 +36,8 @@ def data(tmp_path_factory):
 
 
 def cfg(data, out, **kw):
-    base = dict(max_steps=4, batch_size=4, grad_accum=1, lr=3e-3, n_eval_samples=0, eval_every=100, save_every=100,
-                wandb='disabled', progress=False)
+    base = dict(max_steps=4, batch_size=4, grad_accum=1, lr=3e-3, n_eval_samples=0, eval_every=100,
+                save_every=100, wandb='disabled', progress=False)
     return TrainConfig(str(data), str(out), **{**base, **kw})
 
 
@@ -54,7 +54,7 @@ def finished(data, tmp_path_factory):
     return out
 
 
-# --- the loop computes the right thing ---------------------------------------------------------------------------
+# --- the loop computes the right thing ----------------------------------------------------------------------
 
 def test_grad_accum_matches_large_batch(data, finished, tmp_path):
     "4 sequences in one micro-batch and 2 x 2 with grad_accum=2 give the same losses step after step."
@@ -78,7 +78,8 @@ def test_plain_causal_mask_would_leak():
     from alpaca_ft.batching import collate
     model = tiny_llama(64, 2, 32).eval()
     a, c = [1, 5, 9, 14, 2], [1, 7, 3, 2]
-    b = collate([{'input_ids': a + c, 'labels': a + c, 'position_ids': [0, 1, 2, 3, 4, 0, 1, 2, 3]}], pad_id=0)
+    row = {'input_ids': a + c, 'labels': a + c, 'position_ids': [0, 1, 2, 3, 4, 0, 1, 2, 3]}
+    b = collate([row], pad_id=0)
     with torch.no_grad():
         leaky = model(input_ids=b['input_ids'], attention_mask=torch.ones(1, 9, dtype=torch.long),
                       position_ids=b['position_ids']).logits[0]
@@ -104,15 +105,17 @@ def test_two_processes_match_one(data, tmp_path):
     torchrun = Path(sys.executable).parent/'torchrun'
     common = dict(max_steps=3, grad_accum=1, eval_every=3, n_eval_samples=1, max_new_tokens=4, lr=3e-3)
     args = [f"--{k.replace('_', '-')}={v}" for k, v in common.items()]
-    r = subprocess.run([str(torchrun), '--nproc_per_node', '2', '--master_port', '29613', CLI, 'train', str(data),
-                        '--out', str(tmp_path/'ddp'), '--batch-size', '2', '--wandb', 'disabled', *args],
+    r = subprocess.run([str(torchrun), '--nproc_per_node', '2', '--master_port', '29613', CLI, 'train',
+                        str(data), '--out', str(tmp_path/'ddp'), '--batch-size', '2', '--wandb', 'disabled',
+                        *args],
                        capture_output=True, text=True, env=ENV, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     train(cfg(data, tmp_path/'single', batch_size=4, **common))
     ddp, single = read_jsonl(tmp_path/'ddp'/'metrics.jsonl'), read_jsonl(tmp_path/'single'/'metrics.jsonl')
     assert len(ddp) == len(single)  # only rank 0 writes
     assert losses(tmp_path/'ddp') == pytest.approx(losses(tmp_path/'single'), abs=1e-4)
-    assert losses(tmp_path/'ddp', 'eval_loss') == pytest.approx(losses(tmp_path/'single', 'eval_loss'), abs=1e-4)
+    ddp_eval, single_eval = losses(tmp_path/'ddp', 'eval_loss'), losses(tmp_path/'single', 'eval_loss')
+    assert ddp_eval == pytest.approx(single_eval, abs=1e-4)
     assert len(read_jsonl(tmp_path/'ddp'/'eval_predictions.jsonl')) == 1
     assert (tmp_path/'ddp'/'final'/'model.safetensors').exists()
 
@@ -122,7 +125,7 @@ def test_bf16_autocast_on_cpu(data, tmp_path):
     assert all(math.isfinite(l) for l in losses(tmp_path/'bf16'))
 
 
-# --- GPU speed properties, observed on CPU (issue 7.5) -----------------------------------------------------------
+# --- GPU speed properties, observed on CPU (issue 7.5) ------------------------------------------------------
 
 SYNCS = ('item', 'tolist', 'cpu', 'numpy', '__float__', '__int__', '__bool__', '__index__')
 
@@ -145,7 +148,7 @@ def test_one_host_sync_per_step(data, tmp_path, monkeypatch):
 
 
 def test_batches_pinned_on_cuda(data):
-    "On CUDA the loaders pin their batches (so the copies with non_blocking=True overlap compute); not on CPU."
+    "On CUDA the loaders pin their batches (so non_blocking copies overlap compute); not on CPU."
     import datasets
     ds = datasets.load_from_disk(str(data/'train'))
     manifest = json.loads((data/'manifest.json').read_text())
@@ -155,15 +158,17 @@ def test_batches_pinned_on_cuda(data):
         assert train_dl.pin_memory == eval_dl.pin_memory == pinned
 
 
-# --- options are checked before any work (issue 10.2) ------------------------------------------------------------
+# --- options are checked before any work (issue 10.2) -------------------------------------------------------
 
 @pytest.mark.parametrize('bad, name', [
     (dict(max_steps=0), 'max_steps'), (dict(max_steps=-3), 'max_steps'), (dict(grad_clip=-1.0), 'grad_clip'),
     (dict(grad_clip=0.0), 'grad_clip'), (dict(lr=float('inf')), 'lr'), (dict(lr=float('nan')), 'lr'),
     (dict(lr=0.0), 'lr'), (dict(warmup=1.0), 'warmup'), (dict(warmup=-0.1), 'warmup'),
-    (dict(eval_every=0), 'eval_every'), (dict(save_every=-1), 'save_every'), (dict(keep_checkpoints=0), 'keep_checkpoints'),
+    (dict(eval_every=0), 'eval_every'), (dict(save_every=-1), 'save_every'),
+    (dict(keep_checkpoints=0), 'keep_checkpoints'),
     (dict(n_eval_samples=2, max_new_tokens=0), 'max_new_tokens'), (dict(n_freeze=9), 'n_freeze=9'),
-    (dict(tiny_hidden=20), 'tiny_hidden'), (dict(attn_implementation='flash_attention_2'), 'attn_implementation'),
+    (dict(tiny_hidden=20), 'tiny_hidden'),
+    (dict(attn_implementation='flash_attention_2'), 'attn_implementation'),
     (dict(batch_size=0), 'batch_size'), (dict(precision='fp64'), 'precision'), (dict(wandb='on'), 'wandb'),
     (dict(resume=True, overwrite=True), 'resume or overwrite'),
 ])
@@ -185,7 +190,7 @@ def test_zero_label_tokens_refused(data, tmp_path):
     assert not (tmp_path/'run').exists()
 
 
-# --- the run folder: nothing lost (issue 10.1) -------------------------------------------------------------------
+# --- the run folder: nothing lost (issue 10.1) --------------------------------------------------------------
 
 def test_overwrite_refuses_a_folder_it_did_not_make(data, tmp_path):
     (tmp_path/'mine').mkdir()
@@ -206,7 +211,7 @@ def test_overwrite_refuses_the_current_folder(data, finished, tmp_path, monkeypa
 
 
 def test_overwrite_replaces_only_a_complete_run(data, finished, tmp_path):
-    "--overwrite interrupted (Ctrl-C) leaves the old run as it was and no temp folder; completed, it replaces it."
+    "--overwrite interrupted (Ctrl-C) leaves the old run as it was, no temp folder; completed, it replaces."
     run = tmp_path/'run'
     shutil.copytree(finished, run)
     old = (run/'metrics.jsonl').read_text()
@@ -235,7 +240,7 @@ def test_interrupted_run_leaves_whole_files_and_resumes(data, finished, tmp_path
     assert losses(run) == pytest.approx(losses(finished), abs=1e-6)
 
 
-# --- resume: the same run, safely (issue 10.3) -------------------------------------------------------------------
+# --- resume: the same run, safely (issue 10.3) --------------------------------------------------------------
 
 @pytest.mark.parametrize('change', [dict(batch_size=2), dict(grad_accum=2), dict(seed=1), dict(lr=1e-3)])
 def test_resume_refuses_another_run(data, finished, tmp_path, change):
@@ -247,7 +252,7 @@ def test_resume_refuses_another_run(data, finished, tmp_path, change):
 
 
 def test_resume_with_more_steps_stretches_the_schedule(data, finished, tmp_path, capsys):
-    "The old schedule ended at lr 0: steps past it would not train. The cosine is recomputed, and train says so."
+    "The old schedule ended at lr 0: steps past it would not train. The cosine is recomputed; train says so."
     run = tmp_path/'run'
     shutil.copytree(finished, run)
     train(cfg(data, run, resume=True, max_steps=6, save_every=2))
@@ -306,7 +311,7 @@ def test_torn_metrics_line_is_named(data, finished, tmp_path):
         train(cfg(data, run, resume=True, max_steps=6, save_every=2))
 
 
-# --- the data and the model are checked (issue 10.4) -------------------------------------------------------------
+# --- the data and the model are checked (issue 10.4) --------------------------------------------------------
 
 def test_changed_data_is_refused(data, tmp_path):
     d = tmp_path/'data'
@@ -334,7 +339,39 @@ def test_model_with_another_tokenizer_is_refused(data, tmp_path):
     assert not (tmp_path/'run').exists()
 
 
-# --- the run records what it used and made (issue 8.3) -----------------------------------------------------------
+def test_torn_eval_jsonl_is_named(data, tmp_path):
+    d = tmp_path/'data'
+    shutil.copytree(data, d)
+    lines = (d/'eval.jsonl').read_text(encoding='utf-8').split('\n')
+    lines[2] = lines[2][:20]
+    (d/'eval.jsonl').write_text('\n'.join(lines), encoding='utf-8')
+    with pytest.raises(ValueError, match=r'eval.jsonl, line 3: not valid JSON'):
+        train(cfg(d, tmp_path/'run', n_eval_samples=2))
+    assert not (tmp_path/'run').exists()
+
+
+def test_wandb_online_without_a_key_fails_before_any_work(data, tmp_path, monkeypatch):
+    monkeypatch.delenv('WANDB_API_KEY', raising=False)
+    monkeypatch.setenv('NETRC', str(tmp_path/'no-netrc'))
+    monkeypatch.setenv('HOME', str(tmp_path))
+    with pytest.raises(ValueError, match='API key'):
+        train(cfg(data, tmp_path/'run', wandb='online'))
+    assert not (tmp_path/'run').exists()
+
+
+def test_compile_default_follows_the_device(data):
+    "compile=None: on with CUDA, off on CPU; compile=True compiles each decoder layer (lazily)."
+    from alpaca_ft.tokenization import load_tokenizer
+    from alpaca_ft.train import build_model
+    manifest = json.loads((data/'manifest.json').read_text())
+    tok = load_tokenizer(manifest['tokenizer'])
+    compiled = lambda m: [l._compiled_call_impl is not None for l in m.model.layers]
+    assert compiled(build_model(cfg(data, 'x'), tok, manifest, torch.device('cpu'))) == [False, False]
+    on = build_model(cfg(data, 'x', compile=True), tok, manifest, torch.device('cpu'))
+    assert compiled(on) == [True, True]
+
+
+# --- the run records what it used and made (issue 8.3) ------------------------------------------------------
 
 def test_run_records_dataset_and_model_artifacts(data, tmp_path, monkeypatch):
     monkeypatch.setenv('WANDB_MODE', 'offline')
@@ -348,7 +385,7 @@ def test_run_records_dataset_and_model_artifacts(data, tmp_path, monkeypatch):
     assert (run/'lr_schedule.png').stat().st_size > 0 and (run/'loss.png').stat().st_size > 0
 
 
-# --- the command line ---------------------------------------------------------------------------------------------
+# --- the command line ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize('args, msg', [
     (['--n-freeze', '9'], 'n_freeze=9 but the model has 2 layers'),
@@ -402,7 +439,7 @@ def test_demo_overwrite_only_replaces_a_demo_folder(tmp_path):
 def test_demo_loss_falls(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv('WANDB_MODE', 'offline')
     monkeypatch.setenv('WANDB_DIR', str(tmp_path))
-    code, out, err = cli(capsys, 'demo', tmp_path/'demo', '--max-steps', 26)
+    code, out, err = cli(capsys, 'demo', tmp_path/'demo', '--max-steps', 20)
     assert code == 0, err[-3000:]
     l = losses(tmp_path/'demo'/'run')
     assert sum(l[-5:]) / 5 < sum(l[:5]) / 5 - 0.5  # ln(1024) = 6.93 at the start
@@ -411,6 +448,6 @@ def test_demo_loss_falls(tmp_path, capsys, monkeypatch):
     assert len(read_jsonl(tmp_path/'demo'/'run'/'eval_predictions.jsonl')) == 5
     assert 'train loss' in out
     evals = [m for m in read_jsonl(tmp_path/'demo'/'run'/'metrics.jsonl') if 'eval_loss' in m]
-    assert [m['step'] for m in evals] == [0, 6, 12, 18, 24, 26]  # every eval_every (26 // 4) steps, and the last
+    assert [m['step'] for m in evals] == [0, 5, 10, 15, 20]  # every 20 // 4 steps (and the last)
     assert evals[-1]['eval_accuracy'] > evals[0]['eval_accuracy']
     assert f"eval token accuracy {evals[0]['eval_accuracy']:.1%} -> {evals[-1]['eval_accuracy']:.1%}" in out
