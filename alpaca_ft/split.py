@@ -7,7 +7,7 @@ from __future__ import annotations
 import json, random
 from pathlib import Path
 import pandas as pd
-from .data import write_atomic
+from .data import DataError, write_atomic
 
 # %% auto #0
 __all__ = ['DEFAULT_EVAL_SIZE', 'eval_count', 'split_indices', 'write_jsonl', 'read_jsonl']
@@ -37,7 +37,15 @@ def write_jsonl(rows:list[dict], path:Path) -> Path:
     "Write `rows` to `path` as UTF-8 JSONL, atomically (a reader never sees half a file)."
     return write_atomic(path, ''.join(json.dumps(r, ensure_ascii=False) + '\n' for r in rows))
 
-def read_jsonl(path:Path) -> list[dict]:
-    "Read the rows of a JSONL file (lines end at '\\n' only: JSON strings may hold U+2028 and the like)."
-    with open(path, encoding='utf-8', newline='\n') as f:
-        return [json.loads(line) for line in f if line.strip()]
+def read_jsonl(path:Path, torn_tail:bool=False) -> list[dict]:
+    "The rows of a JSONL file; a bad line is named. `torn_tail`: skip an unended last line (cut by a kill)."
+    try: lines = Path(path).read_text(encoding='utf-8').split('\n')  # '\n' only: strings may hold U+2028
+    except UnicodeDecodeError as e: raise DataError(f'{path}: not UTF-8 (byte {e.start})') from None
+    rows = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip(): continue
+        try: rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if torn_tail and i == len(lines): continue
+            raise DataError(f'{path}, line {i}: not valid JSON ({e.msg})') from None
+    return rows

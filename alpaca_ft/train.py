@@ -32,7 +32,7 @@ __all__ = ['PRECISIONS', 'STEP_SUMS', 'RUN_MARKER', 'TrainConfig', 'check_config
            'token_loss', 'step_grads', 'pack_isolation_error', 'build_optimizer', 'build_scheduler', 'lr_schedule_plot',
            'checkpoint_step', 'list_checkpoints', 'latest_checkpoint', 'prune_checkpoints', 'save_checkpoint',
            'read_checkpoint', 'find_checkpoint', 'run_identity', 'check_same_run', 'autocast_dtype', 'device_ids',
-           'init_distributed', 'evaluate', 'check_run_dir', 'write_run_info', 'read_rows', 'build_data', 'build_model',
+           'init_distributed', 'evaluate', 'check_run_dir', 'write_run_info', 'build_data', 'build_model',
            'step_batches', 'train_step', 'should_eval', 'should_save', 'log_step', 'resume', 'start_tracking', 'finish',
            'log_metrics', 'sample_answers', 'fit', 'train']
 
@@ -389,19 +389,6 @@ def write_run_info(run_dir:Path, info:dict):
 def _append_line(path:Path, row:dict):
     with open(path, 'a', encoding='utf-8') as f: f.write(json.dumps(row) + '\n')  # one write: whole lines
 
-def read_rows(path:Path, torn_tail:bool=False) -> list[dict]:
-    "The rows of a JSONL file; a bad line is named. `torn_tail`: drop an unended last line (cut by a kill)."
-    try: lines = Path(path).read_text(encoding='utf-8').split('\n')
-    except UnicodeDecodeError as e: raise DataError(f'{path}: not UTF-8 (byte {e.start})') from None
-    rows = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip(): continue
-        try: rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            if torn_tail and i == len(lines): continue
-            raise DataError(f'{path}, line {i}: not valid JSON ({e.msg})') from None
-    return rows
-
 # %% ../nbs/11_train.ipynb #fd5d83f4
 def build_data(cfg:TrainConfig, manifest:dict, train_ds, eval_ds, rank:int, world:int, device) -> tuple:
     "Train loader (shuffled per epoch, sharded over processes), eval loader (each row once over all)."
@@ -566,11 +553,11 @@ def fit(cfg:TrainConfig, run_dir:Path, on_step=None) -> dict:
     if state is not None: step, warmup_steps = resume(state, folder, opt, identity, total)
     sched = build_scheduler(opt, warmup_steps, total, step)
     amp, impl, template = autocast_dtype(cfg.precision, device), cfg.attn_implementation, manifest['template']
-    eval_rows = read_rows(Path(cfg.data_dir)/'eval.jsonl')[:cfg.n_eval_samples]
+    eval_rows = read_jsonl(Path(cfg.data_dir)/'eval.jsonl')[:cfg.n_eval_samples]
     if main and eval_rows: predict_rows(model, tok, eval_rows[:1], template, 1)  # fails now, not at the end
     if world > 1: model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids(device))
     # the run's records
-    metrics = read_rows(run_dir/'metrics.jsonl', torn_tail=True) if state else []
+    metrics = read_jsonl(run_dir/'metrics.jsonl', torn_tail=True) if state else []
     metrics = [m for m in metrics if m['step'] <= step]  # what the checkpoint's run had logged
     info = {'made_by': 'alpaca_ft train', 'status': 'running', 'config': asdict(cfg), 'final': None,
             'data': {'dir': str(Path(cfg.data_dir).resolve()), 'fingerprint': manifest['fingerprint']},
