@@ -9,7 +9,6 @@ from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from itertools import islice
 from pathlib import Path
-import datasets
 import matplotlib.pyplot as plt
 import torch
 import torch.distributed as dist
@@ -22,7 +21,6 @@ from .batching import attention_mask_for, pad_batch
 from .data import DataError, atomic_dir, check_replaceable, remove_stale_temps, write_atomic
 from .generate import predict_rows
 from .model import ATTN_IMPLEMENTATIONS, load_model, param_counts, setup_for_training, tiny_llama
-from .prepare import read_manifest, tokenizer_fingerprint, verify_fingerprint
 from .split import read_jsonl
 from .tokenization import load_tokenizer
 from .tracking import WANDB_MODES, artifact_name, artifact_record, check_wandb, init_run, log_dir_artifact
@@ -113,6 +111,8 @@ def check_config(cfg:TrainConfig):
 # %% ../nbs/11_train.ipynb #6a870dca
 def load_prepared(data_dir) -> tuple[dict, datasets.Dataset, datasets.Dataset]:
     "The manifest and the train and eval datasets of a `prepare` output, checked against its fingerprint."
+    import datasets  # here, not at the top: the GPU benchmark imports this module without it
+    from alpaca_ft.prepare import read_manifest, verify_fingerprint
     d = Path(data_dir)
     manifest = read_manifest(d)
     verify_fingerprint(d, manifest)
@@ -129,6 +129,7 @@ def load_prepared(data_dir) -> tuple[dict, datasets.Dataset, datasets.Dataset]:
 # %% ../nbs/11_train.ipynb #08f4dccd
 def check_tokenizer(data_tok, manifest:dict, model, model_dir=None):
     "Refuse a model whose tokenizer (without one: embedding size, special ids) differs from the data's."
+    from alpaca_ft.prepare import tokenizer_fingerprint
     vocab, fp = len(data_tok), tokenizer_fingerprint(data_tok)
     if manifest.get('tokenizer_fingerprint', fp) != fp:
         raise DataError(f"{manifest['tokenizer']}: not the tokenizer the data was prepared with (it changed "
