@@ -13,12 +13,13 @@ __all__ = ['PROMPT_NO_INPUT', 'PROMPT_INPUT', 'alpaca_prompt', 'row_messages', '
 PROMPT_NO_INPUT = ("Below is an instruction that describes a task. "
                    "Write a response that appropriately completes the request.\n\n"
                    "### Instruction:\n{instruction}\n\n### Response:\n")
-PROMPT_INPUT = ("Below is an instruction that describes a task, paired with an input that provides further context. "
+PROMPT_INPUT = ("Below is an instruction that describes a task, paired with an input that provides further "
+                "context. "
                 "Write a response that appropriately completes the request.\n\n"
                 "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n")
 
 def alpaca_prompt(row:dict) -> str:
-    "The Alpaca prompt for `row`: the template with input when `row['input']` is non-empty, else the one without."
+    "The Alpaca prompt for `row`: the template with input when `row['input']` is non-empty, else the other."
     return (PROMPT_INPUT if row.get('input') else PROMPT_NO_INPUT).format_map(row)
 
 # %% ../nbs/01_prompts.ipynb #c7b36482
@@ -30,7 +31,8 @@ def row_messages(row:dict) -> list[dict]:
 
 def chat_prompt(messages:list[dict], tokenizer) -> str:
     "The prompt text for a reply after `messages`, rendered by the tokenizer's chat template."
-    if not getattr(tokenizer, 'chat_template', None): raise DataError(f'tokenizer {tokenizer.name_or_path!r} has no chat_template; use --template alpaca')
+    if not getattr(tokenizer, 'chat_template', None):
+        raise DataError(f'tokenizer {tokenizer.name_or_path!r} has no chat_template; use --template alpaca')
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     bos = tokenizer.bos_token
     return text[len(bos):] if bos and text.startswith(bos) else text

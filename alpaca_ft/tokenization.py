@@ -33,7 +33,8 @@ def train_tiny_tokenizer(vocab_size:int=1024) -> PreTrainedTokenizerFast:
     tk.train_from_iterator(texts, trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=['<s>', '</s>', '<pad>'], show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tk.post_processor = processors.TemplateProcessing(single='<s> $A', pair='<s> $A <s> $B', special_tokens=[('<s>', 0)])
+    tk.post_processor = processors.TemplateProcessing(single='<s> $A', pair='<s> $A <s> $B',
+                                                      special_tokens=[('<s>', 0)])
     return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token='<s>', eos_token='</s>', pad_token='<pad>',
                                    chat_template=CHAT_TEMPLATE, model_max_length=4096)
 
@@ -50,7 +51,7 @@ def tiny_tokenizer_path(vocab_size:int=1024) -> Path:
     return out
 
 def load_tokenizer(name:str|None=None, trust_remote_code:bool=False):
-    "A fast tokenizer by hub id or local path (`None`: the bundled one), with a pad token (EOS if it has none)."
+    "A fast tokenizer by hub id or local path (`None`: the bundled one), with a pad token (EOS if none)."
     path = tiny_tokenizer_path() if name in (None, TINY_TOKENIZER) else name
     tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     if not tok.is_fast: raise ValueError(f'{name}: a fast (Rust) tokenizer is needed')
@@ -77,8 +78,9 @@ def _prompt_len(enc, i:int, n_chars:int, n_tokens:int) -> int:
     return n_tokens
 
 def tokenize_examples(prompts:list[str], responses:list[str], tokenizer, train_on_inputs:bool=False) -> dict:
-    "Token ids (BOS + prompt + response + one EOS) and labels (`-100` on the prompt unless `train_on_inputs`)."
-    enc = tokenizer([p + r for p, r in zip(prompts, responses)], add_special_tokens=True, return_attention_mask=False)
+    "Token ids (BOS + prompt + response + one EOS) and labels (`-100` on the prompt unless train_on_inputs)."
+    enc = tokenizer([p + r for p, r in zip(prompts, responses)], add_special_tokens=True,
+                    return_attention_mask=False)
     own_eos, eos = adds_eos(tokenizer), tokenizer.eos_token_id
     input_ids, labels = [], []
     for i, (p, ids) in enumerate(zip(prompts, enc['input_ids'])):
@@ -92,8 +94,9 @@ def tokenize_examples(prompts:list[str], responses:list[str], tokenizer, train_o
 
 # %% ../nbs/02_tokenization.ipynb #a1b2c3d5
 def _byte_decoder(tokenizer) -> dict|None:
-    "For a byte-level BPE tokenizer, its printable stand-in characters mapped back to bytes (GPT-2's byte map)."
-    if 'ByteLevel' not in json.dumps(json.loads(tokenizer.backend_tokenizer.to_str()).get('decoder')): return None
+    "For a byte-level BPE tokenizer, its printable stand-ins mapped back to bytes (GPT-2's byte map)."
+    decoder = json.loads(tokenizer.backend_tokenizer.to_str()).get('decoder')
+    if 'ByteLevel' not in json.dumps(decoder): return None
     bs = [*range(ord('!'), ord('~') + 1), *range(ord('¡'), ord('¬') + 1), *range(ord('®'), ord('ÿ') + 1)]
     cs, n = bs[:], 0
     for b in range(256):
@@ -103,11 +106,12 @@ def _byte_decoder(tokenizer) -> dict|None:
 def _token_bytes(piece:str, byte_decoder:dict|None) -> bytes:
     "The bytes a token stands for: byte-level BPE characters, SentencePiece's `▁` and `<0xE4>` byte tokens."
     if m := re.fullmatch(r'<0x([0-9A-Fa-f]{2})>', piece): return bytes([int(m.group(1), 16)])
-    if byte_decoder and all(ch in byte_decoder for ch in piece): return bytes(byte_decoder[ch] for ch in piece)
+    if byte_decoder and all(ch in byte_decoder for ch in piece):
+        return bytes(byte_decoder[ch] for ch in piece)
     return piece.replace('▁', ' ').encode('utf-8')
 
 def token_groups(input_ids:list[int], tokenizer, breaks=()) -> list[tuple[list[int], str]]:
-    "`(token positions, text)` per group of tokens that together make whole characters; no group crosses `breaks`."
+    "`(token positions, text)` per run of tokens that make whole characters; no run crosses `breaks`."
     pieces, special = tokenizer.convert_ids_to_tokens(list(input_ids)), set(tokenizer.all_special_ids)
     bdec, out, i = _byte_decoder(tokenizer), [], 0
     while i < len(pieces):
@@ -132,6 +136,8 @@ def html_tokens(input_ids:list[int], labels:list[int], tokenizer, position_ids:l
         style = 'color:#000;background:#b7e4b7' if trained[pos[0]] else 'color:#888;background:#eee'
         ids = ' '.join(str(input_ids[k]) for k in pos)
         spans.append(f'<span title="{ids}" style="{style};margin:0 1px;font-family:monospace">{shown}</span>')
-    legend = ('<p style="font-family:sans-serif;font-size:12px"><span style="background:#eee">masked (-100)</span> '
-              '<span style="background:#b7e4b7">trained</span> <span style="color:#d62728">| new example</span></p>')
+    legend = ('<p style="font-family:sans-serif;font-size:12px">'
+              '<span style="background:#eee">masked (-100)</span> '
+              '<span style="background:#b7e4b7">trained</span> '
+              '<span style="color:#d62728">| new example</span></p>')
     return '<div style="line-height:1.8">' + legend + ''.join(spans) + '</div>'

@@ -20,15 +20,18 @@ The default `alpaca_ft train` picks on a CUDA device: sdpa, compiled layers, che
 (off unless --grad-checkpointing): `compiled` (`compiled_ckpt` with --default-ckpt). On a CPU (--smoke) it
 compiles nothing: `ckpt_off` (`ckpt_fixed`). Ratios are to the default.
 
-Per optimizer step: `alpaca_ft.train.step_grads` (forward under bf16 autocast, summed token loss / label
-tokens, backward) over `--grad-accum` micro-batches of `--batch-size` rows, `clip_grad_norm_(1.0)`, a fused
-AdamW step (betas 0.9/0.99, eps 1e-5), `zero_grad(set_to_none=True)`. Model: a randomly initialised
-`LlamaForCausalLM` of Llama 2 7B's shape (hidden 4096, 32 layers, 32 heads, MLP 11008, vocab 32000, untied
-head; 6.74B parameters), built in bf16 on the GPU; `--n-freeze` 24: embeddings and layers 0-23 frozen (bf16),
-layers 24-31, final norm and lm_head train (1.75B parameters, fp32 master weights). Data: synthetic packed
-rows of `--seq-len` (1,024) tokens, several examples a row (lengths uniform in [--min-example, --max-example],
-the last one cut to fill the row: no padding), position_ids restarting per example, labels masked over the
-first `--prompt-share` of each example; built and moved to the GPU before timing. Each configuration runs
+Per optimizer step, the functions `alpaca_ft train` runs: `alpaca_ft.train.train_step` (`step_grads` over
+`--grad-accum` micro-batches of `--batch-size` rows: each moved to the GPU, its block mask built there from
+position_ids for the attention implementation, forward under bf16 autocast, summed token loss / label tokens,
+backward; then clip 1.0, the AdamW step, the scheduler step, `zero_grad`), with the optimizer and scheduler of
+`build_optimizer` (fused AdamW, betas 0.9/0.99, eps 1e-5) and `build_scheduler`, and the model set up as
+`build_model` sets it up. Model: a randomly initialised `LlamaForCausalLM` of Llama 2 7B's shape (hidden 4096,
+32 layers, 32 heads, MLP 11008, vocab 32000, untied head; 6.74B parameters), built in bf16 on the GPU;
+`--n-freeze` 24: embeddings and layers 0-23 frozen (bf16), layers 24-31, final norm and lm_head train (1.75B
+parameters, fp32 master weights). Data: synthetic packed rows of `--seq-len` (1,024) tokens, several examples
+a row (lengths uniform in [--min-example, --max-example], the last one cut to fill the row: no padding),
+position_ids restarting per example, labels masked over the first `--prompt-share` of each example; batched by
+`pad_batch` into pinned memory before timing, as train's DataLoader gives them. Each configuration runs
 `--warmup-steps` steps (the first compiles; its excess over a timed step is printed as compile time), then
 `--steps` steps timed between two `torch.cuda.synchronize()`. tokens/s = tokens processed (rows are full) /
 seconds. A one-row probe before the steps counts the layers backward reaches, the layers recomputed and the
@@ -138,98 +141,103 @@ def flops_per_token(model, seq_len:int) -> dict:
             'layers_trainable': sum(trainable), 'layers_backward': len(in_b)}
 
 
-def make_pool(a, cfg, device) -> list[list[dict]]:
-    "`a.pool` steps of `a.grad_accum` collated micro-batches, on `device` (built before any timing)."
-    from alpaca_ft.batching import collate
+def make_pool(a, cfg) -> list[list[dict]]:
+    "`a.pool` steps of `a.grad_accum` micro-batches as train's DataLoader gives them (`pad_batch`, pinned)."
+    import torch
+    from alpaca_ft.batching import pad_batch
     rng = random.Random(a.seed)
     def micro():
         rows = synthetic_rows(a.batch_size, a.seq_len, cfg.vocab_size, rng, a.min_example, a.max_example,
                               a.prompt_share)
-        return {k: v.to(device) for k, v in collate(rows, pad_id=cfg.pad_token_id).items()}
+        b = pad_batch(rows, pad_id=cfg.pad_token_id)
+        return {k: v.pin_memory() for k, v in b.items()} if torch.cuda.is_available() else b
     return [[micro() for _ in range(a.grad_accum)] for _ in range(a.pool)]
 
 
-def causal_grads(model, micro_batches, device, autocast_dtype):
+def causal_step(model, micro, opt, sched, device, amp):
     "The article's way, a speed reference only: no mask, positions 0..s-1, so packed examples see each other."
     import torch
     from alpaca_ft.train import token_loss
-    n_label = sum((b['labels'][:, 1:] != -100).sum() for b in micro_batches)
-    total = 0.
-    for b in micro_batches:
-        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            logits = model(input_ids=b['input_ids'], use_cache=False).logits
-        loss = token_loss(logits, b['labels'])[0]
+    n_label = sum((b['labels'][:, 1:] != -100).sum() for b in micro).to(device)
+    total = torch.zeros((), device=device)
+    for b in micro:
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            logits = model(input_ids=b['input_ids'].to(device, non_blocking=True), use_cache=False).logits
+        loss = token_loss(logits, b['labels'].to(device, non_blocking=True))[0]
         (loss / n_label).backward()
-        total = total + loss.detach()
+        total += loss.detach()
+    torch.nn.utils.clip_grad_norm_(opt.param_groups[0]['params'], 1.0)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
     return total / n_label
 
 
-def run_config(name, model, a, pool, init, device, amp, flops, peak):
-    "Set `model` up as configuration `name`, train warmup + timed steps; returns the result row."
+def run_config(name, model, a, pool, init, device, flops, peak):
+    "Set `model` up as configuration `name`, as train does; run warmup + timed steps; returns the result row."
     import torch
     from alpaca_ft.batching import attention_mask_for
     from alpaca_ft.model import count_layer_passes, setup_for_training
-    from alpaca_ft.train import step_grads
-    ckpt, compile_, impl, mask = CONFIGS[name]
+    from alpaca_ft.train import TrainConfig, autocast_dtype, build_optimizer, build_scheduler, train_step
+    ckpt, compiled, impl, mask = CONFIGS[name]
+    cfg = TrainConfig('synthetic', '-', batch_size=a.batch_size, grad_accum=a.grad_accum, lr=a.lr,
+                      grad_clip=1.0, n_freeze=a.n_freeze, grad_checkpointing=ckpt is True, compile=compiled,
+                      attn_implementation=impl)
+    amp = autocast_dtype(cfg.precision, device)
     torch._dynamo.reset()
     for layer in model.model.layers: layer._compiled_call_impl = None  # undo the last configuration's compile
     if model.config._attn_implementation != impl: model.set_attn_implementation(impl)
-    setup_for_training(model, a.n_freeze, grad_checkpointing=ckpt is True)
+    setup_for_training(model, cfg.n_freeze, cfg.freeze_embed, cfg.grad_checkpointing)
     if ckpt == 'shipped':  # what alpaca_ft.model.enable_checkpointing did before the fix
         kw = {'use_reentrant': False}
         if hasattr(model, 'activation_checkpointing_enable'): model.activation_checkpointing_enable(kw)
         else: model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
     with torch.no_grad():
         for p, p0 in zip([p for p in model.parameters() if p.requires_grad], init): p.copy_(p0)
-    ids, pos = pool[0][0]['input_ids'][:1], pool[0][0]['position_ids'][:1]
+    ids, pos = pool[0][0]['input_ids'][:1].to(device), pool[0][0]['position_ids'][:1].to(device)
     probe = {'input_ids': ids}
     if mask != 'causal':
         probe.update(position_ids=pos, attention_mask=attention_mask_for(pos, impl, amp or torch.float32))
     passes = None
     if impl != 'flex_attention' or device.type == 'cuda':  # flex has no CPU backward
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            passes = count_layer_passes(model, **probe, labels=probe['input_ids'])
+            passes = count_layer_passes(model, **probe, labels=ids)
     model.zero_grad(set_to_none=True)
-    if compile_: setup_for_training(model, a.n_freeze, grad_checkpointing=ckpt is True, compile=True)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=a.lr, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.0,
-                            fused=device.type == 'cuda')
+    if compiled:  # the same call as train's build_model, now compiling each layer
+        setup_for_training(model, cfg.n_freeze, cfg.freeze_embed, cfg.grad_checkpointing, compiled)
+    opt = build_optimizer(model, cfg, device)
+    sched = build_scheduler(opt, 1, a.warmup_steps + a.steps)
     sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
 
     def one_step(i):
-        if mask == 'causal': r = causal_grads(model, pool[i % a.pool], device, amp)
-        else: r = step_grads(model, pool[i % a.pool], device, amp, impl)  # builds the block mask for `impl`
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if isinstance(r, dict): return r['loss']
-        return r if r.dim() == 0 else (r[0] / r[2].clamp(min=1)).detach()  # step_grads: STEP_SUMS
+        if mask == 'causal': return causal_step(model, pool[i % a.pool], opt, sched, device, amp)
+        sums = train_step(model, pool[i % a.pool], opt, sched, cfg, device, amp)  # STEP_SUMS
+        return sums[0] / sums[2].clamp(min=1)
 
     if device.type == 'cuda': torch.cuda.reset_peak_memory_stats()
     warm = []
     for i in range(a.warmup_steps):
         t0 = time.perf_counter()
-        loss = one_step(i)
-        sync()
-        warm.append((time.perf_counter() - t0, float(loss)))
+        loss = float(one_step(i))
+        warm.append((time.perf_counter() - t0, loss))
     losses = []
+    sync()
     t0 = time.perf_counter()
     for i in range(a.warmup_steps, a.warmup_steps + a.steps): losses.append(one_step(i))
     sync()
     dt = time.perf_counter() - t0
-    tokens = a.steps * a.grad_accum * a.batch_size * a.seq_len
-    tok_s = tokens / dt
-    row = {'config': name, 'checkpointing': ckpt, 'compile': compile_, 'attn': impl, 'mask': mask,
+    tok_s = a.steps * a.grad_accum * a.batch_size * a.seq_len / dt
+    row = {'config': name, 'checkpointing': ckpt, 'compile': compiled, 'attn': impl, 'mask': mask,
            'tokens_per_s': round(tok_s, 1), 's_per_step': round(dt / a.steps, 4),
            'mfu': round(flops['model+attn'] * tok_s / (peak * 1e12), 4) if peak else None,
            'peak_mem_gib': round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == 'cuda'
                            else None,
-           'compile_s': round(warm[0][0] - dt / a.steps, 1) if compile_ else None,
-           'losses': [round(l, 4) for l, in [(w[1],) for w in warm]] + [round(float(l), 4) for l in losses]}
+           'compile_s': round(warm[0][0] - dt / a.steps, 1) if compiled else None,
+           'losses': [round(w[1], 4) for w in warm] + [round(float(l), 4) for l in losses]}
     if passes:
         row.update(layers_backward=sum(passes['backward']),
                    layers_recomputed=sum(n > 1 for n in passes['forward']), mm_backward=passes['MmBackward0'])
-    del opt, params
+    del opt, sched
     model.zero_grad(set_to_none=True)
     gc.collect()
     if device.type == 'cuda': torch.cuda.empty_cache()
@@ -292,7 +300,7 @@ def main(argv=None) -> int:
 
     import torch
     if a.smoke:
-        device, dtype, amp, cfg = torch.device('cpu'), torch.float32, None, smoke_config()
+        device, dtype, cfg = torch.device('cpu'), torch.float32, smoke_config()
         a.batch_size, a.grad_accum, a.seq_len, a.steps, a.warmup_steps, a.pool = 2, 2, 128, 2, 2, 2
         a.min_example, a.max_example, a.n_freeze = 16, 64, 2
         print('smoke run: tiny Llama (4 layers, hidden 64, vocab 1024), fp32, CPU, batch 2 x accum 2, '
@@ -301,7 +309,7 @@ def main(argv=None) -> int:
         if not torch.cuda.is_available():
             print('no CUDA device: this benchmark needs a GPU (--smoke checks the code on CPU); nothing run')
             return 0
-        device, dtype, amp, cfg = torch.device('cuda'), torch.bfloat16, torch.bfloat16, llama2_7b_config()
+        device, dtype, cfg = torch.device('cuda'), torch.bfloat16, llama2_7b_config()
     from alpaca_ft.model import setup_for_training
     torch.manual_seed(a.seed)
     gpu = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'
@@ -313,7 +321,7 @@ def main(argv=None) -> int:
     t_build = time.perf_counter() - t0
     f = flops_per_token(model, a.seq_len)
     t0 = time.perf_counter()
-    pool = make_pool(a, cfg, device)
+    pool = make_pool(a, cfg)
     t_pool = time.perf_counter() - t0
     # what `alpaca_ft train` picks: sdpa; compiled layers on CUDA, not on CPU; checkpointing as the user says
     default = {(True, False): 'compiled', (True, True): 'compiled_ckpt', (False, False): 'ckpt_off',
@@ -330,7 +338,7 @@ def main(argv=None) -> int:
         if device.type == 'cpu' and CONFIGS[name][2] == 'flex_attention':
             print(json.dumps({'config': name, 'skipped': 'flex_attention: no backward on CPU'}), flush=True)
             continue
-        rows.append(run_config(name, model, a, pool, init, device, amp, f, peak))
+        rows.append(run_config(name, model, a, pool, init, device, f, peak))
         print(json.dumps(rows[-1]), flush=True)
         if a.out: write_json(a.out, {**head, 'results': rows})
     print(f'\n{gpu}; {f["n_total"]:,} params, {f["n_trainable"]:,} train (fp32) in {f["layers_trainable"]} '
