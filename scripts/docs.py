@@ -1,18 +1,21 @@
 """Build the docs site offline into `_docs/`: execute the notebooks, process them with nbdev, render with mkdocs.
 
-1. Execute every notebook in `nbs/` (in order, with execnb's in-process shell, as `nbdev_test` does; cells flagged
-   `notest`/`slow` or `eval: false` are skipped) into `_build/exec/`. A notebook is executed again only when it, the
-   library (`alpaca_ft/*.py`) or the presence of `$ALPACA_FT_SHARED` changed.
-2. Run nbdev's own processing (`nbdev.serve.proc_nbs`, what `nbdev_docs` runs before Quarto) on the executed
-   notebooks into `_proc/`: `#| hide` cells removed, `#| export` cells shown as code, a `show_doc` block for every
-   exported function.
-3. Tidy what Quarto would have tidied (links into nbdev's Quarto site point to this site's pages instead) and render
-   `_proc/` with mkdocs-material + mkdocs-jupyter (`mkdocs.yml`) into `_docs/`.
+1. Execute every notebook in `nbs/` from `nbs/` (execnb's shell, one fresh process per notebook, as `nbdev_test`
+   does; cells flagged `notest`/`slow` or `eval: false` are skipped) into `_build/exec/`. A notebook is executed
+   again only when it, the library (`alpaca_ft/**/*.py`) or the presence of `$ALPACA_FT_SHARED` changed, or when it
+   raised last time.
+2. Run nbdev's own docs processing on each executed notebook into `_proc/` (what `nbdev.serve.proc_nbs`, the step
+   `nbdev_docs` runs before Quarto, does per notebook: `#| hide` cells removed, `#| export` cells shown as code, a
+   `show_doc` block for every exported function). Cached in `_build/proc/`.
+3. Do what Quarto would do with nbdev's output (front matter -> title, `echo: false` -> hidden input, show_doc
+   markdown -> HTML, links into nbdev's Quarto site -> this site's pages), then render `_proc/` with
+   mkdocs-material + mkdocs-jupyter (`mkdocs.yml`) into `_docs/`.
 
-Nothing tracked is changed: no `nbs/nbdev.yml` rewrite, no `nbs/sidebar.yml`.
-Usage: python scripts/docs.py [--jobs N] [--force] [--only NAME...]"""
+Nothing tracked is changed: no `nbs/nbdev.yml` rewrite, no `nbs/sidebar.yml` (those are nbdev_docs' own steps).
+Usage: python scripts/docs.py [--jobs N] [--force] [--no-execute] [--allow-errors]   (or: bash scripts/docs.sh ...)"""
 from __future__ import annotations
 import argparse, hashlib, json, os, re, shutil, subprocess, sys, time
+from itertools import dropwhile, takewhile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -159,6 +162,7 @@ _SOURCE_LINK = re.compile(r'\[source\]\(([^)\s]+)\)\{[^}]*\}')
 def _text(v) -> str: return ''.join(v) if isinstance(v, list) else v
 
 
+_TQDM = re.compile(r'\d+%\|.*\| *\d+/\d*|\?it/s\]')
 _HEADING_LINK = re.compile(r'\[([^\]]*)\]\([^)]*\)')
 _SHOW_DOC_HEADING = re.compile(r'^#{2,4} (\S+)\s*$', re.M)
 
@@ -174,7 +178,15 @@ def show_doc_names(nbj:dict) -> set[str]:
     return out
 
 
-def tidy_nb(nbj:dict, fix_links) -> dict:
+def summary(nbj:dict) -> str|None:
+    "The whole `> ...` summary under a notebook's title (nbdev's front matter keeps only its first line)."
+    md = next((c for c in nbj['cells'] if c['cell_type'] == 'markdown'), None)
+    if md is None or not _text(md['source']).lstrip().startswith('# '): return None
+    body = dropwhile(lambda l: not l.strip(), _text(md['source']).strip().splitlines()[1:])
+    return ' '.join(l[1:].strip() for l in takewhile(lambda l: l.startswith('>'), body)) or None
+
+
+def tidy_nb(nbj:dict, fix_links, description:str|None=None) -> dict:
     "Do to one processed notebook what Quarto does when it renders it (mkdocs knows no Quarto syntax)."
     cells = []
     for c in nbj['cells']:
@@ -182,7 +194,8 @@ def tidy_nb(nbj:dict, fix_links) -> dict:
         if c['cell_type'] == 'raw' and src.startswith('---'):  # Quarto front matter -> a title and a summary
             import yaml
             fm = yaml.safe_load(src.strip().strip('-')) or {}
-            md = f"# {fm.get('title', '')}" + (f"\n\n> {fm['description']}" if fm.get('description') else '')
+            desc = description or fm.get('description')
+            md = f"# {fm.get('title', '')}" + (f"\n\n> {desc}" if desc else '')
             cells.append({'cell_type': 'markdown', 'metadata': {}, 'id': c.get('id', 'title'), 'source': md})
             continue
         if c['cell_type'] == 'markdown':
@@ -196,6 +209,13 @@ def tidy_nb(nbj:dict, fix_links) -> dict:
             if any(re.match(r'#\|\s*echo:\s*false', l) for l in direc):
                 c.setdefault('metadata', {}).setdefault('tags', []).append('hide-input')
             src = '\n'.join(l for l in lines if not l.startswith('#|')).strip('\n')
+            outs = []
+            for o in c.get('outputs', []):  # progress bars mean nothing on a static page
+                if o.get('output_type') == 'stream':
+                    o['text'] = ''.join(l for l in _text(o['text']).splitlines(True) if not _TQDM.search(l))
+                    if not o['text']: continue
+                outs.append(o)
+            if 'outputs' in c: c['outputs'] = outs
             for o in c.get('outputs', []):
                 data = o.get('data', {})
                 data.pop('application/vnd.jupyter.widget-view+json', None)  # no widget JS on a static site
@@ -232,7 +252,7 @@ def tidy(nbs:list[Path], base:str):
             frag = (m.group(2) or '').lower()
             if frag[1:] not in anchors[page.rstrip('/') or 'index']: frag = ''  # a name with no API block there
             return depth + page + frag
-        nbj = tidy_nb(loaded[nb.stem], lambda s: pat.sub(fix, s))
+        nbj = tidy_nb(loaded[nb.stem], lambda s: pat.sub(fix, s), summary(json.loads((BUILD/'exec'/nb.name).read_text())))
         (PROC/nb.name).write_text(json.dumps(nbj, indent=1))
 
 

@@ -51,7 +51,10 @@ def test_tidy_quarto_syntax():
                 'text/markdown': '[source](https://x/y.py#L3){target="_blank" style="float:right"}\n\n### f\n\n'
                                  '```python\ndef f()\n```\n\n*Doc.*',
                 'text/plain': 'def f()'}}]},
-        {'cell_type': 'code', 'metadata': {}, 'source': '#| export\ndef f(): pass', 'outputs': []},
+        {'cell_type': 'code', 'metadata': {}, 'source': '#| export\ndef f(): pass', 'outputs': [
+            {'output_type': 'stream', 'name': 'stderr',
+             'text': 'packing:   0%|          | 0/13 [00:00<?, ?it/s]packing: 100%|####| 13/13 [00:00<00:00]\n'},
+            {'output_type': 'stream', 'name': 'stdout', 'text': 'wrote 13 packs\n'}]},
         {'cell_type': 'markdown', 'metadata': {}, 'source': '## The [`f`](https://h/b/x.html#f) function\ntext'}]}
     out = docs.tidy_nb(nb, lambda s: s)['cells']
     assert out[0]['source'] == '# Packing\n\n> Packs.'
@@ -60,7 +63,10 @@ def test_tidy_quarto_syntax():
     assert '<a href="https://x/y.py#L3" class="source-link" target="_blank">source</a>' in html
     assert '<h3 id="f">f</h3>' in html and '<code class="language-python">def f()' in html and '```' not in html
     assert out[2]['source'] == 'def f(): pass'
+    assert [o['text'] for o in out[2]['outputs']] == ['wrote 13 packs\n']  # no progress bar
     assert out[3]['source'] == '## The f function\ntext'
+    nb = {'cells': [{'cell_type': 'markdown', 'source': '# Packing\n\n> Packs whole\n> examples.\n\nMore.'}]}
+    assert docs.summary(nb) == 'Packs whole examples.'
 
 
 # ---------------------------------------------------------------- the built site
@@ -205,6 +211,9 @@ def test_label_mask_page_shows_coloured_spans(site, browser):
     colours = _mask_spans(browser)
     grey, green = colours.count('rgb(238, 238, 238)'), colours.count('rgb(183, 228, 183)')
     assert grey >= 5 and green >= 5, f'{grey} grey and {green} green token spans'
+    shown = ''.join(browser.execute_script(
+        "return Array.from(document.querySelectorAll('article span[title]')).map(e => e.textContent)"))
+    assert 'café' in shown and 'Ã' not in shown, 'non-ASCII text is shown as byte-level stand-ins'
     first = browser.find_elements('css selector', 'article span[title]')[0]
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", first)
     browser.save_screenshot(str(SITE/'screenshot-tokenization.png'))
