@@ -108,7 +108,7 @@ def _run_tiny(a):
     from alpaca_ft.data import atomic_dir
     def build(tmp):
         save_tiny_model(tmp, tokenizer=a.tokenizer, layers=a.layers, hidden=a.hidden)
-        shape = json.dumps({'layers': a.layers, 'hidden': a.hidden})
+        shape = json.dumps({'made_by': 'alpaca_ft tiny-model', 'layers': a.layers, 'hidden': a.hidden})
         (tmp/TINY_MARKER).write_text(shape + '\n', encoding='utf-8')
     atomic_dir(Path(a.out), build, overwrite=a.overwrite, marker=TINY_MARKER)
     print(f'saved a tiny Llama ({a.layers} layers, hidden {a.hidden}) to {a.out}')

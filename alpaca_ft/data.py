@@ -10,7 +10,7 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['ASSETS', 'SAMPLE_DATA', 'READERS', 'URL_TIMEOUT', 'URL_DEADLINE', 'URL_MAX_BYTES', 'shared_dir', 'shared_path',
            'DataError', 'EmptyField', 'validate_row', 'download', 'load_rows', 'remove_stale_temps', 'write_atomic',
-           'check_replaceable', 'atomic_dir']
+           'made_by_alpaca_ft', 'check_replaceable', 'atomic_dir']
 
 # %% ../nbs/00_data.ipynb #9ed05ff1
 ASSETS = Path(str(importlib.resources.files('alpaca_ft')))/'assets'
@@ -127,10 +127,9 @@ URL_TIMEOUT = 60               # seconds any one read from a URL may wait
 URL_DEADLINE = 1800            # seconds a whole download may take
 URL_MAX_BYTES = 4 * 2**30      # bytes a download may have
 
-def download(url:str, dest:Path) -> Path:
-    "Download `url` to `dest` within `URL_DEADLINE` seconds and `URL_MAX_BYTES`; every error names the URL."
+def _fetch(url:str, dest:Path, start:float):
     import urllib.error
-    start, size = time.monotonic(), 0
+    size = 0
     try:
         with urllib.request.urlopen(url, timeout=URL_TIMEOUT) as r, open(dest, 'wb') as f:
             length = r.headers.get('Content-Length')
@@ -147,6 +146,21 @@ def download(url:str, dest:Path) -> Path:
     except urllib.error.HTTPError as e: _fail(url, f'cannot download: HTTP {e.code} {e.reason}')
     except urllib.error.URLError as e: _fail(url, f'cannot download: {e.reason}')
     except (OSError, ValueError) as e: _fail(url, f'cannot download: {e}')  # timeouts, resets, malformed URLs
+
+def download(url:str, dest:Path) -> Path:
+    "Download `url` to `dest` within `URL_DEADLINE` seconds and `URL_MAX_BYTES`; every error names the URL."
+    # urlopen reads the status line and headers with only the per-read timeout: a server that drips them one
+    # byte at a time never times out. The download runs in a thread that the deadline abandons.
+    import threading
+    start, error = time.monotonic(), []
+    def fetch():
+        try: _fetch(url, dest, start)
+        except BaseException as e: error.append(e)
+    worker = threading.Thread(target=fetch, name=f'download {url}', daemon=True)
+    worker.start()
+    worker.join(URL_DEADLINE + 1)
+    if worker.is_alive(): _fail(url, f'download took longer than {URL_DEADLINE} s (URL_DEADLINE); stopped')
+    if error: raise error[0]
     return dest
 
 def _read_url(url:str):
@@ -227,18 +241,34 @@ def write_atomic(path, data:str|bytes) -> Path:
         raise
     return path
 
-def check_replaceable(out, overwrite:bool=False, marker:str='manifest.json'):
-    "Raise FileExistsError naming `out` unless it is absent, or `overwrite` and it is a folder this tool made"
+def made_by_alpaca_ft(marker:Path) -> bool:
+    "Whether `marker` is a stamp this tool wrote: JSON with `made_by: alpaca_ft ...`, or a prepare manifest."
+    try: d = json.loads(Path(marker).read_text(encoding='utf-8'))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError): return False
+    if not isinstance(d, dict): return False
+    return str(d.get('made_by', '')).startswith('alpaca_ft') or {'format_version', 'fingerprint'} <= set(d)
+
+def check_replaceable(out, overwrite:bool=False, marker:str|None='manifest.json'):
+    "Raise FileExistsError naming `out` unless it is absent, or `overwrite` and it is a folder this tool made."
     out = Path(out)
     if not (out.exists() or out.is_symlink()): return
     if not overwrite: raise FileExistsError(f'{out} exists; pass --overwrite to replace it')
     if Path.cwd().resolve().is_relative_to(out.resolve()):
         raise FileExistsError(f'{out}: not replaced: it is the current folder or holds it')
-    if out.is_symlink() or not out.is_dir() or not (out/marker).is_file():
-        raise FileExistsError(f'{out}: not replaced: it has no {marker}, so this tool did not make it '
-                              f'(--overwrite only replaces a folder it made; choose another folder)')
+    if out.is_symlink() or not out.is_dir():
+        raise FileExistsError(f'{out}: not replaced: it is not a folder alpaca_ft made')
+    if marker is not None and not made_by_alpaca_ft(out/marker):  # None: a sub-folder of one already checked
+        raise FileExistsError(f'{out}: not replaced: it has no {marker} written by alpaca_ft, so this tool did not '
+                              'make it (--overwrite only replaces a folder it made; choose another folder)')
 
-def atomic_dir(out, build, overwrite:bool=False, marker:str='manifest.json'):
+def _normal_permissions(folder:Path):
+    "What a plain `mkdir`/`open` would have given under the umask (mkdtemp/mkstemp, safetensors give 0700/0600)."
+    mask = _umask()
+    os.chmod(folder, 0o777 & ~mask)
+    for p in folder.rglob('*'):
+        if not p.is_symlink(): os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
+
+def atomic_dir(out, build, overwrite:bool=False, marker:str|None='manifest.json'):
     "Fill a temp folder beside `out` with `build(tmp)`, then put it in place of `out`; returns its result."
     out = Path(out)
     check_replaceable(out, overwrite, marker)
@@ -247,7 +277,7 @@ def atomic_dir(out, build, overwrite:bool=False, marker:str='manifest.json'):
     tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.tmp-{os.getpid()}-', dir=out.parent))
     try:
         result = build(tmp)
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700
+        _normal_permissions(tmp)
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f'.{out.name}.old-{os.getpid()}-', dir=out.parent))
             out.rename(old/'replaced')

@@ -273,7 +273,7 @@ def save_checkpoint(folder:Path, model, optimizer, step:int, run:dict, tokenizer
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     atomic_dir(folder, partial(_write_checkpoint, model=model, optimizer=optimizer, step=step, run=run,
-                               tokenizer=tokenizer), overwrite=True, marker='trainer_state.pt')
+                               tokenizer=tokenizer), overwrite=True, marker=None)
 
 # %% ../nbs/12_train.ipynb #25fb89b0
 def _check_safetensors(path:Path):
@@ -459,8 +459,10 @@ def resume(state:dict, folder:Path, opt, identity:dict, total:int) -> tuple[int,
     "Restore optimizer and RNG states from a checkpoint of the same run; returns (step, warmup steps)."
     check_same_run(state['run'], identity, folder)
     step, old_total, warmup_steps = state['step'], state['run']['total_steps'], state['run']['warmup_steps']
-    if step >= total:
+    finished = (Path(folder).parent.parent/'final').is_dir()  # a run killed while saving final/ has none
+    if step > total or (step == total and finished):
         raise ValueError(f'{folder}: the run is at step {step} already; give max_steps above {step} to go on')
+    if step == total: print(f'resuming at the last step ({step}): writing the final model')
     if total != old_total:
         print(f'resuming at step {step}: the schedule was {old_total} steps, now {total}: the cosine is '
               f'recomputed over {total} steps ({warmup_steps} warmup steps, as before) from step {step}')
@@ -486,7 +488,7 @@ def start_tracking(cfg:TrainConfig, run_dir:Path, manifest:dict, dataset:dict):
 def finish(model, tokenizer, run_dir:Path, metrics:list[dict], run, info:dict, name:str):
     "Save the final model, the loss plot and the model artifact `{name}-model`; mark the run finished."
     save = partial(_save_final, model=_unwrap(model), tokenizer=tokenizer)
-    atomic_dir(run_dir/'final', save, overwrite=True, marker='config.json')
+    atomic_dir(run_dir/'final', save, overwrite=True, marker=None)
     _loss_plot(metrics, run_dir/'loss.png')
     info['final'] = 'final'
     if run is not None:

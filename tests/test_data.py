@@ -73,6 +73,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.path.startswith('/missing'):
             self.send_error(404)
             return
+        if self.path.startswith('/dripheaders'):  # the status line, then a header one byte every 0.1 s
+            self.wfile.write(b'HTTP/1.0 200 OK\r\n')
+            for i in range(60):  # bounded: gives up after 6 s
+                try:
+                    self.wfile.write(b'X-Slow: ' if i == 0 else b'a')
+                    self.wfile.flush()
+                except OSError: return
+                time.sleep(0.1)
+            return
         self.send_response(200)
         self.send_header('Content-Length', str(len(body)))
         self.end_headers()
@@ -108,6 +117,17 @@ def test_url_trickle_hits_the_overall_deadline(monkeypatch):
         with pytest.raises(DataError, match='took longer than') as e: load_rows(url)
         assert time.monotonic() - t0 < 5  # the server alone would take 6 s
         assert url in str(e.value)
+
+
+def test_url_dripping_headers_hit_the_overall_deadline(monkeypatch):
+    "urlopen reads the headers with only the per-read timeout: a server dripping them held prepare forever."
+    monkeypatch.setattr(D, 'URL_DEADLINE', 0.5, raising=False)
+    with server() as base:
+        url = f'{base}/dripheaders/rows.jsonl'
+        t0 = time.monotonic()
+        with pytest.raises(DataError, match='took longer than') as e: load_rows(url)
+        assert time.monotonic() - t0 < 5  # the server alone would take 6 s
+        assert str(e.value).startswith(url)
 
 
 def test_url_size_limit(monkeypatch):
@@ -160,19 +180,38 @@ def test_atomic_dir_refuses_the_current_folder(tmp_path, monkeypatch):
 
 
 def test_atomic_dir_replaces_only_after_build_and_keeps_normal_permissions(tmp_path):
-    "The final folder was mkdtemp's 0700."
+    "The final folder was mkdtemp's 0700, and files written through mkstemp (safetensors does) 0600."
     from alpaca_ft.data import atomic_dir
+    import tempfile
     out = tmp_path/'out'
-    atomic_dir(out, lambda t: (t/'manifest.json').write_text('1'))
+    stamp = lambda v: '{"made_by": "alpaca_ft test", "v": %d}' % v
+    def build(t):
+        (t/'manifest.json').write_text(stamp(1))
+        fd, name = tempfile.mkstemp(dir=t)
+        os.close(fd)
+    atomic_dir(out, build)
     assert out.stat().st_mode & 0o777 == 0o777 & ~umask()
+    assert {p.stat().st_mode & 0o777 for p in out.iterdir()} == {0o666 & ~umask()}
     def fail(t):
-        assert (out/'manifest.json').read_text() == '1'  # the old one is still there while the new one is built
+        assert (out/'manifest.json').read_text() == stamp(1)  # the old one is still there while the new one is built
         raise RuntimeError('boom')
     with pytest.raises(RuntimeError): atomic_dir(out, fail, overwrite=True)
-    assert (out/'manifest.json').read_text() == '1'
-    atomic_dir(out, lambda t: (t/'manifest.json').write_text('2'), overwrite=True)
-    assert (out/'manifest.json').read_text() == '2'
+    assert (out/'manifest.json').read_text() == stamp(1)
+    atomic_dir(out, lambda t: (t/'manifest.json').write_text(stamp(2)), overwrite=True)
+    assert (out/'manifest.json').read_text() == stamp(2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ['out']
+
+
+def test_atomic_dir_refuses_a_marker_another_tool_wrote(tmp_path):
+    "A web app's manifest.json does not make its folder a prepare output."
+    from alpaca_ft.data import atomic_dir
+    app = tmp_path/'webapp'
+    app.mkdir()
+    (app/'manifest.json').write_text('{"name": "my app", "version": "1.0"}')
+    (app/'index.js').write_text('code')
+    with pytest.raises(FileExistsError, match='webapp: not replaced: it has no manifest.json written by alpaca_ft'):
+        atomic_dir(app, lambda t: (t/'manifest.json').write_text('{}'), overwrite=True)
+    assert (app/'index.js').read_text() == 'code'
 
 
 def test_stale_temps_of_dead_processes_are_removed(tmp_path):

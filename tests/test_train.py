@@ -200,6 +200,39 @@ def test_overwrite_refuses_a_folder_it_did_not_make(data, tmp_path):
     assert [p.name for p in (tmp_path/'mine').iterdir()] == ['notes.txt']
 
 
+def test_overwrite_refuses_a_folder_with_a_foreign_marker(data, tmp_path):
+    "A run.json some other tool wrote (no `made_by: alpaca_ft ...`) does not make a folder ours."
+    (tmp_path/'webapp').mkdir()
+    (tmp_path/'webapp'/RUN_MARKER).write_text('{"name": "my app"}')
+    (tmp_path/'webapp'/'index.js').write_text('code')
+    with pytest.raises(FileExistsError, match='written by alpaca_ft'):
+        train(cfg(data, tmp_path/'webapp', overwrite=True))
+    assert (tmp_path/'webapp'/'index.js').read_text() == 'code'
+
+
+def test_weights_have_normal_permissions(finished):
+    "safetensors writes through mkstemp (0600); the saved models are readable like any other output."
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in [finished/'final'/'model.safetensors', *(finished/'checkpoints').glob('step-*/model.safetensors')]:
+        assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f
+
+
+def test_resume_killed_while_saving_final_writes_it(data, finished, tmp_path, capsys):
+    "Killed after the last checkpoint, before final/ was in place: --resume writes final/ and finishes."
+    run = tmp_path/'run'
+    shutil.copytree(finished, run)
+    shutil.rmtree(run/'final')
+    info = json.loads((run/RUN_MARKER).read_text())
+    (run/RUN_MARKER).write_text(json.dumps({**info, 'status': 'running', 'final': None}))
+    train(cfg(data, run, save_every=2, resume=True))
+    assert 'writing the final model' in capsys.readouterr().out
+    assert (run/'final'/'model.safetensors').is_file()
+    assert json.loads((run/RUN_MARKER).read_text())['status'] == 'finished'
+    with pytest.raises(ValueError, match='at step 4 already'):  # finished: nothing left to do
+        train(cfg(data, run, save_every=2, resume=True))
+
+
 def test_overwrite_refuses_the_current_folder(data, finished, tmp_path, monkeypatch):
     run = tmp_path/'run'
     shutil.copytree(finished, run)
