@@ -4,7 +4,7 @@
 
 # %% ../nbs/20_cli.ipynb #fd6ea97d
 from __future__ import annotations
-import argparse, dataclasses, json, sys, traceback, typing
+import argparse, dataclasses, json, signal, sys, traceback, typing
 from pathlib import Path
 from .data import DataError
 from .tracking import WANDB_MODES
@@ -204,10 +204,14 @@ def parser(command:str|None=None) -> argparse.ArgumentParser:
     for p in sub.choices.values(): _common(p)
     return ap
 
+def _interrupt(signum, frame): raise KeyboardInterrupt  # SIGTERM (a scheduler, `docker stop`) as Ctrl-C
+
 def main(argv:list[str]|None=None) -> int:
     "Entry point of the `alpaca_ft` command; returns the exit code."
     argv = sys.argv[1:] if argv is None else list(argv)
     command, a = next((x for x in argv if x in COMMANDS), None), None
+    try: old_term = signal.signal(signal.SIGTERM, _interrupt)
+    except ValueError: old_term = None  # not the main thread: leave signals alone
     try:
         a = parser(command or '').parse_args(argv)  # no command (--help): list them, import nothing
         COMMANDS[a.command][1](a)
@@ -218,4 +222,6 @@ def main(argv:list[str]|None=None) -> int:
         if getattr(a, 'debug', '--debug' in argv): traceback.print_exc()
         print(f"alpaca_ft{' ' + command if command else ''}: error: {msg}", file=sys.stderr)
         return code
+    finally:
+        if old_term is not None: signal.signal(signal.SIGTERM, old_term)
     return 0

@@ -5,6 +5,7 @@
 # %% ../nbs/00_data.ipynb #0d35745f
 from __future__ import annotations
 import csv, importlib.resources, io, json, os, re, shutil, tempfile, time, urllib.request
+from urllib.parse import urlsplit
 from pathlib import Path
 
 # %% auto #0
@@ -164,7 +165,7 @@ def download(url:str, dest:Path) -> Path:
     return dest
 
 def _read_url(url:str):
-    suffix = Path(url.split('?')[0]).suffix.lower()
+    suffix = Path(urlsplit(url).path).suffix.lower()  # not the host's ':port'
     if suffix not in READERS: _fail(url, f'unknown extension {suffix!r}; expected one of {sorted(READERS)}')
     with tempfile.TemporaryDirectory() as d:
         path = download(url, Path(d)/f'data{suffix}')

@@ -43,6 +43,9 @@ def _load(model_path:str|Path, device=None):
     from alpaca_ft.model import load_model
     from alpaca_ft.tokenization import load_tokenizer
     path = Path(model_path)
+    if (path/'run.json').is_file() and not (path/'config.json').is_file():
+        raise DataError(f'{model_path}: an alpaca_ft run folder, not a model: use {path/"final"} '
+                        '(or a checkpoint in its checkpoints/)')
     if not path.is_dir() and (path.exists() or path.is_absolute() or str(model_path).startswith('.')):
         raise DataError(f'{model_path}: no such model folder')
     try: return load_tokenizer(str(model_path)), load_model(model_path, device=device)
@@ -57,6 +60,9 @@ def generate_answer(model_path:str|Path, instruction:str|None=None, input:str=''
     if (instruction is None) == (prompt is None): raise ValueError('give either an instruction or a prompt')
     if max_new_tokens < 1: raise ValueError(f'max_new_tokens must be >= 1, got {max_new_tokens}')
     tok, model = _load(model_path, device)
+    context = getattr(model.config, 'max_position_embeddings', None)
+    if context and max_new_tokens > context:
+        raise ValueError(f'max_new_tokens={max_new_tokens} is more than the model\'s context ({context} tokens)')
     row = {'instruction': instruction, 'input': input, 'output': ''}
     text = prompt if prompt is not None else render(row)[0]
     return generate(model, tok, [text], max_new_tokens)[0]

@@ -41,6 +41,10 @@ def _local_paths(data, tokenizer) -> list[Path]:
 def check_options(data, out, tokenizer, max_seq_len, eval_size, seed, pack_strategy, template, overlong,
                   num_proc, wandb, overwrite):
     "Check `prepare`'s options before any work: ValueError (FileExistsError for `out`) naming the option."
+    if data is not None and not all(isinstance(s, (str, os.PathLike)) for s in data):
+        bad = next(s for s in data if not isinstance(s, (str, os.PathLike)))
+        raise ValueError(f'data must be a file, URL or hub id, or a list of them; got a {type(bad).__name__} '
+                         '(rows in memory: write them to a JSONL file first)')
     if not _is_int(max_seq_len) or max_seq_len < 8:
         raise ValueError(f'max_seq_len must be an integer >= 8, got {max_seq_len!r}')
     if eval_size is not None:
@@ -343,6 +347,7 @@ def prepare(
     verbose:bool=True,              # print a summary at the end
 ) -> dict:                          # the manifest
     "Load, check, split, tokenize and pack `data` into the folder `out`, and log it to W&B."
+    if isinstance(data, (str, os.PathLike)): data = [data]  # one source
     check_options(data, out, tokenizer, max_seq_len, eval_size, seed, pack_strategy, template, overlong,
                   num_proc, wandb, overwrite)
     rows, sources, invalid = load_sources(data, template)

@@ -303,14 +303,23 @@ def read_checkpoint(folder:Path) -> dict:
 
 def find_checkpoint(run_dir, set_aside:bool=True) -> tuple[Path|None, dict|None]:
     "The newest readable checkpoint of `run_dir` and its state; newer unreadable ones are named, set aside."
+    bad = []
     for folder in reversed(list_checkpoints(run_dir)):
         try: return folder, read_checkpoint(folder)
         except DataError as e:
             print(f'checkpoint {folder} cannot be used: {e}; trying the one before')
-            aside = folder.with_name(folder.name + '.corrupt')
-            if set_aside and aside.exists(): shutil.rmtree(aside)
-            if set_aside: folder.rename(aside)
+            bad.append(folder.name)
+            if set_aside: folder.rename(_free_name(folder.with_name(folder.name + '.corrupt')))
+    if bad:  # starting again from step 0 is not what --resume asked for
+        raise DataError(f"{Path(run_dir)/'checkpoints'}: no usable checkpoint ({', '.join(bad)} cannot be read, "
+                        'set aside as *.corrupt); start the run again with --overwrite')
     return None, None
+
+def _free_name(path:Path) -> Path:
+    "`path`, or `path-2`, `path-3`, ... whichever does not exist yet."
+    k, p = 2, path
+    while p.exists(): p, k = path.with_name(f'{path.name}-{k}'), k + 1
+    return p
 
 # %% ../nbs/12_train.ipynb #8a8454d6
 def run_identity(cfg:TrainConfig, manifest:dict, world:int) -> dict:
@@ -375,6 +384,8 @@ def check_run_dir(cfg:TrainConfig) -> str:
     if cfg.resume:
         if not ours: raise FileExistsError(f'{out}: nothing to resume (no {RUN_MARKER} in it)')
         return 'resume'
+    if out.resolve().is_relative_to(Path(cfg.data_dir).resolve()):  # prepare --overwrite would delete the run
+        raise FileExistsError(f'{out}: a run folder cannot be inside the data folder {cfg.data_dir}')
     if not out.exists() or not any(out.iterdir()): return 'new'
     if not cfg.overwrite:
         raise FileExistsError(f'{out} exists; pass --resume to continue it or --overwrite to replace it')
@@ -384,7 +395,8 @@ def check_run_dir(cfg:TrainConfig) -> str:
     return 'replace'
 
 def write_run_info(run_dir:Path, info:dict):
-    "Write the marker `run.json` (atomically)."
+    "Write the marker `run.json` (atomically), stamped as made by alpaca_ft train."
+    info = {'made_by': 'alpaca_ft train', **info}
     write_atomic(Path(run_dir)/RUN_MARKER, json.dumps(info, indent=2, ensure_ascii=False, default=str) + '\n')
 
 def _append_line(path:Path, row:dict):
@@ -543,6 +555,9 @@ def fit(cfg:TrainConfig, run_dir:Path, on_step=None) -> dict:
     random.seed(cfg.seed)
     # build: data, model, optimizer, schedule
     manifest, train_ds, eval_ds = load_prepared(cfg.data_dir)
+    if Path(manifest['tokenizer']).is_absolute() and not Path(manifest['tokenizer']).is_dir():
+        raise DataError(f"{Path(cfg.data_dir)/'manifest.json'}: its tokenizer folder {manifest['tokenizer']} "
+                        'no longer exists (moved or deleted since prepare)')
     tok = load_tokenizer(manifest['tokenizer'])  # the data's tokenizer; checkpoints and final/ get a copy
     folder, state = find_checkpoint(run_dir, set_aside=main) if cfg.resume else (None, None)
     if cfg.resume and state is None and main: print(f'{run_dir}: no checkpoint to resume; starting at step 0')
@@ -581,26 +596,30 @@ def fit(cfg:TrainConfig, run_dir:Path, on_step=None) -> dict:
         metrics.append({'step': 0, 'epoch': 0.0, **evaluate(_unwrap(model), eval_dl, device, amp, impl)})
         if main: log_metrics(metrics[-1], run_dir, run)
     model.train()
-    bar = tqdm(total=total, initial=step, desc='training', disable=not (main and cfg.progress))
-    for micro in islice(step_batches(train_dl, cfg.grad_accum, step), total - step):
-        t0, lr = time.perf_counter(), sched.get_last_lr()[0]  # the rate this step uses
-        sums = train_step(model, micro, opt, sched, cfg, device, amp)
-        step += 1
-        metrics.append(log_step(sums, step, lr, t0, steps_per_epoch))
-        if main: log_metrics(metrics[-1], run_dir, run)
-        bar.update(1)
-        bar.set_postfix(loss=f"{metrics[-1]['loss']:.3f}", tok_s=f"{metrics[-1]['tokens_per_s']:.0f}")
-        if should_eval(step, cfg, steps_per_epoch, total):
-            metrics.append({'step': step, 'epoch': round(step / steps_per_epoch, 4),
-                            **evaluate(_unwrap(model), eval_dl, device, amp, impl)})
+    try:
+        bar = tqdm(total=total, initial=step, desc='training', disable=not (main and cfg.progress))
+        for micro in islice(step_batches(train_dl, cfg.grad_accum, step), total - step):
+            t0, lr = time.perf_counter(), sched.get_last_lr()[0]  # the rate this step uses
+            sums = train_step(model, micro, opt, sched, cfg, device, amp)
+            step += 1
+            metrics.append(log_step(sums, step, lr, t0, steps_per_epoch))
             if main: log_metrics(metrics[-1], run_dir, run)
-            if main and eval_rows: sample_answers(model, tok, eval_rows, template, cfg, run_dir, run, step)
-        if should_save(step, cfg, steps_per_epoch, total) and main:
-            save_checkpoint(run_dir/'checkpoints'/f'step-{step}', model, opt, step, ckpt_run, tok)
-            prune_checkpoints(run_dir, cfg.keep_checkpoints)
-        if should_save(step, cfg, steps_per_epoch, total) and world > 1: dist.barrier()
-        if on_step is not None and on_step(step, metrics[-1]): break
-    bar.close()
+            bar.update(1)
+            bar.set_postfix(loss=f"{metrics[-1]['loss']:.3f}", tok_s=f"{metrics[-1]['tokens_per_s']:.0f}")
+            if should_eval(step, cfg, steps_per_epoch, total):
+                metrics.append({'step': step, 'epoch': round(step / steps_per_epoch, 4),
+                                **evaluate(_unwrap(model), eval_dl, device, amp, impl)})
+                if main: log_metrics(metrics[-1], run_dir, run)
+                if main and eval_rows: sample_answers(model, tok, eval_rows, template, cfg, run_dir, run, step)
+            if should_save(step, cfg, steps_per_epoch, total) and main:
+                save_checkpoint(run_dir/'checkpoints'/f'step-{step}', model, opt, step, ckpt_run, tok)
+                prune_checkpoints(run_dir, cfg.keep_checkpoints)
+            if should_save(step, cfg, steps_per_epoch, total) and world > 1: dist.barrier()
+            if on_step is not None and on_step(step, metrics[-1]): break
+        bar.close()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: run.json says so; --resume goes on from the last checkpoint
+        if main: write_run_info(run_dir, {**info, 'status': 'interrupted', 'step': step})
+        raise
     # finish
     if main and step == total: finish(model, tok, run_dir, metrics, run, info, Path(cfg.out).name)
     if world > 1: dist.barrier()

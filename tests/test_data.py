@@ -130,6 +130,12 @@ def test_url_dripping_headers_hit_the_overall_deadline(monkeypatch):
         assert str(e.value).startswith(url)
 
 
+def test_url_without_a_file_name_says_so():
+    "Said \"unknown extension '.1:8765'\": the suffix was taken from the host and port."
+    with pytest.raises(DataError, match=r"unknown extension ''"):
+        load_rows('http://127.0.0.1:8765/')
+
+
 def test_url_size_limit(monkeypatch):
     monkeypatch.setattr(D, 'URL_MAX_BYTES', 100, raising=False)
     with server() as base:
@@ -414,3 +420,18 @@ def test_import_cells_run_on_their_own(name, monkeypatch):
         if not _do_eval(cell): continue
         shell.cell(cell)
         assert shell.exc is None, f'{name}, cell {cell.idx_}: {shell.exc!r}\n{cell.source}'
+
+
+def test_prepare_takes_one_source_or_says_what_data_must_be(tmp_path):
+    "A single path was iterated character by character ('s: no such file'); a Path was not iterable."
+    from alpaca_ft.prepare import prepare
+    from alpaca_ft.data import SAMPLE_DATA
+    m = prepare(data=Path(SAMPLE_DATA), out=tmp_path/'a', max_seq_len=256, wandb='disabled', progress=False,
+                verbose=False)
+    assert m['rows']['read'] == 130
+    m = prepare(data=str(SAMPLE_DATA), out=tmp_path/'b', max_seq_len=256, wandb='disabled', progress=False,
+                verbose=False)
+    assert m['rows']['read'] == 130
+    with pytest.raises(ValueError, match='data must be a file, URL or hub id, or a list of them; got a dict'):
+        prepare(data=[{'instruction': 'a', 'output': 'b'}], out=tmp_path/'c', wandb='disabled')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['a', 'b']

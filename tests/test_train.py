@@ -268,7 +268,7 @@ def test_interrupted_run_leaves_whole_files_and_resumes(data, finished, tmp_path
         train(cfg(data, tmp_path/'run', save_every=2), on_step=interrupt)
     run = tmp_path/'run'
     assert not [p for p in run.rglob('.*') if '.tmp-' in p.name]
-    assert json.loads((run/RUN_MARKER).read_text())['status'] == 'running'
+    assert json.loads((run/RUN_MARKER).read_text())['status'] == 'interrupted'
     train(cfg(data, run, save_every=2, resume=True))
     assert losses(run) == pytest.approx(losses(finished), abs=1e-6)
 
@@ -321,6 +321,37 @@ def test_truncated_newest_checkpoint_is_named_and_the_previous_used(data, finish
     assert 'step-4' in out and 'truncated' in out
     assert [m['step'] for m in read_jsonl(run/'metrics.jsonl') if 'loss' in m] == [1, 2, 3, 4]
     assert losses(run) == pytest.approx(losses(finished), abs=1e-6)
+
+
+def test_resume_with_no_usable_checkpoint_refuses(data, finished, tmp_path):
+    "Every checkpoint unreadable: --resume silently started again from step 0."
+    run = tmp_path/'run'
+    shutil.copytree(finished, run)
+    for w in (run/'checkpoints').glob('step-*/model.safetensors'): w.write_bytes(w.read_bytes()[:10])
+    before = (run/'metrics.jsonl').read_text()
+    from alpaca_ft.data import DataError
+    with pytest.raises(DataError, match='no usable checkpoint .*step-4, step-2 cannot be read'):
+        train(cfg(data, run, resume=True, max_steps=6, save_every=2))
+    assert (run/'metrics.jsonl').read_text() == before
+    assert sorted(p.name for p in (run/'checkpoints').iterdir()) == ['step-2.corrupt', 'step-4.corrupt']
+
+
+def test_sigterm_stops_like_ctrl_c(data, tmp_path):
+    "SIGTERM (a scheduler, docker stop) exited 143 without a word, run.json still saying 'running'."
+    import signal, time
+    run = tmp_path/'run'
+    args = [CLI, 'train', data, '--out', run, '--max-steps', '500', '--batch-size', '4', '--grad-accum', '1',
+            '--n-eval-samples', '0', '--eval-every', '1000', '--save-every', '2', '--wandb', 'disabled',
+            '--no-progress']
+    p = subprocess.Popen([str(a) for a in args], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list((run/'checkpoints').glob('step-*')) and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert err.strip().splitlines()[-1] == 'alpaca_ft train: error: interrupted' and 'Traceback' not in err
+    assert json.loads((run/RUN_MARKER).read_text())['status'] == 'interrupted'
 
 
 def test_stale_temp_folders_are_removed(data, finished, tmp_path):
@@ -484,3 +515,27 @@ def test_demo_loss_falls(tmp_path, capsys, monkeypatch):
     assert [m['step'] for m in evals] == [0, 5, 10, 15, 20]  # every 20 // 4 steps (and the last)
     assert evals[-1]['eval_accuracy'] > evals[0]['eval_accuracy']
     assert f"eval token accuracy {evals[0]['eval_accuracy']:.1%} -> {evals[-1]['eval_accuracy']:.1%}" in out
+
+
+def test_errors_name_what_to_use_instead(data, finished, tmp_path):
+    "A run folder given to generate, a tokenizer folder gone since prepare, an answer longer than the context."
+    from alpaca_ft.data import DataError
+    from alpaca_ft.generate import generate_answer
+    from alpaca_ft.tokenization import load_tokenizer
+    with pytest.raises(DataError, match=r'an alpaca_ft run folder, not a model: use .*final'):
+        generate_answer(finished, 'Hi.')
+    with pytest.raises(ValueError, match="more than the model's context"):
+        generate_answer(finished/'final', 'Hi.', max_new_tokens=10**6)
+    load_tokenizer(None).save_pretrained(tmp_path/'tok')
+    prepare(out=tmp_path/'d', tokenizer=str(tmp_path/'tok'), max_seq_len=256, wandb='disabled', progress=False,
+            verbose=False)
+    shutil.rmtree(tmp_path/'tok')
+    with pytest.raises(DataError, match=r'manifest.json: its tokenizer folder .*tok no longer exists'):
+        train(cfg(tmp_path/'d', tmp_path/'run'))
+
+
+def test_run_folder_inside_the_data_folder_is_refused(data):
+    "prepare --overwrite on the data folder would then delete the run (final model, checkpoints) with it."
+    with pytest.raises(FileExistsError, match='cannot be inside the data folder'):
+        train(cfg(data, data/'run'))
+    assert not (data/'run').exists()
