@@ -5,6 +5,7 @@
 # %% ../nbs/12_train.ipynb #9316ac63
 from __future__ import annotations
 import contextlib, json, math, os, random, re, shutil, time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from itertools import islice
@@ -30,7 +31,7 @@ __all__ = ['PRECISIONS', 'STEP_SUMS', 'RUN_MARKER', 'TrainConfig', 'check_config
            'token_loss', 'step_grads', 'pack_isolation_error', 'build_optimizer', 'build_scheduler', 'lr_schedule_plot',
            'checkpoint_step', 'list_checkpoints', 'latest_checkpoint', 'prune_checkpoints', 'save_checkpoint',
            'read_checkpoint', 'find_checkpoint', 'run_identity', 'check_same_run', 'autocast_dtype', 'device_ids',
-           'init_distributed', 'evaluate', 'check_run_dir', 'write_run_info', 'build_data', 'build_model',
+           'init_distributed', 'evaluate', 'check_run_dir', 'run_lock', 'write_run_info', 'build_data', 'build_model',
            'step_batches', 'train_step', 'should_eval', 'should_save', 'log_step', 'resume', 'start_tracking', 'finish',
            'log_metrics', 'sample_answers', 'fit', 'train']
 
@@ -386,13 +387,32 @@ def check_run_dir(cfg:TrainConfig) -> str:
         return 'resume'
     if out.resolve().is_relative_to(Path(cfg.data_dir).resolve()):  # prepare --overwrite would delete the run
         raise FileExistsError(f'{out}: a run folder cannot be inside the data folder {cfg.data_dir}')
-    if not out.exists() or not any(out.iterdir()): return 'new'
+    if not out.exists() or not any(p.name != '.lock' for p in out.iterdir()): return 'new'
     if not cfg.overwrite:
         raise FileExistsError(f'{out} exists; pass --resume to continue it or --overwrite to replace it')
     check_replaceable(out, overwrite=True, marker=RUN_MARKER)  # not the current folder, and made by train
     if Path(cfg.data_dir).resolve().is_relative_to(out.resolve()):
         raise FileExistsError(f'{out}: not replaced: it holds the data folder {cfg.data_dir}')
     return 'replace'
+
+@contextmanager
+def run_lock(run_dir:Path):
+    "Hold an exclusive lock on `run_dir/.lock` while a run writes there: a second run into it is refused."
+    try: import fcntl
+    except ImportError:  # no flock (Windows): no lock
+        yield
+        return
+    run_dir = Path(run_dir)
+    made = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir/'.lock', 'w') as f:
+        try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FileExistsError(f'{run_dir}: another alpaca_ft train is writing to it') from None
+        try: yield
+        finally:
+            (run_dir/'.lock').unlink(missing_ok=True)
+            if made and not any(run_dir.iterdir()): run_dir.rmdir()  # failed before writing anything
 
 def write_run_info(run_dir:Path, info:dict):
     "Write the marker `run.json` (atomically), stamped as made by alpaca_ft train."
@@ -596,30 +616,26 @@ def fit(cfg:TrainConfig, run_dir:Path, on_step=None) -> dict:
         metrics.append({'step': 0, 'epoch': 0.0, **evaluate(_unwrap(model), eval_dl, device, amp, impl)})
         if main: log_metrics(metrics[-1], run_dir, run)
     model.train()
-    try:
-        bar = tqdm(total=total, initial=step, desc='training', disable=not (main and cfg.progress))
-        for micro in islice(step_batches(train_dl, cfg.grad_accum, step), total - step):
-            t0, lr = time.perf_counter(), sched.get_last_lr()[0]  # the rate this step uses
-            sums = train_step(model, micro, opt, sched, cfg, device, amp)
-            step += 1
-            metrics.append(log_step(sums, step, lr, t0, steps_per_epoch))
+    bar = tqdm(total=total, initial=step, desc='training', disable=not (main and cfg.progress))
+    for micro in islice(step_batches(train_dl, cfg.grad_accum, step), total - step):
+        t0, lr = time.perf_counter(), sched.get_last_lr()[0]  # the rate this step uses
+        sums = train_step(model, micro, opt, sched, cfg, device, amp)
+        step += 1
+        metrics.append(log_step(sums, step, lr, t0, steps_per_epoch))
+        if main: log_metrics(metrics[-1], run_dir, run)
+        bar.update(1)
+        bar.set_postfix(loss=f"{metrics[-1]['loss']:.3f}", tok_s=f"{metrics[-1]['tokens_per_s']:.0f}")
+        if should_eval(step, cfg, steps_per_epoch, total):
+            metrics.append({'step': step, 'epoch': round(step / steps_per_epoch, 4),
+                            **evaluate(_unwrap(model), eval_dl, device, amp, impl)})
             if main: log_metrics(metrics[-1], run_dir, run)
-            bar.update(1)
-            bar.set_postfix(loss=f"{metrics[-1]['loss']:.3f}", tok_s=f"{metrics[-1]['tokens_per_s']:.0f}")
-            if should_eval(step, cfg, steps_per_epoch, total):
-                metrics.append({'step': step, 'epoch': round(step / steps_per_epoch, 4),
-                                **evaluate(_unwrap(model), eval_dl, device, amp, impl)})
-                if main: log_metrics(metrics[-1], run_dir, run)
-                if main and eval_rows: sample_answers(model, tok, eval_rows, template, cfg, run_dir, run, step)
-            if should_save(step, cfg, steps_per_epoch, total) and main:
-                save_checkpoint(run_dir/'checkpoints'/f'step-{step}', model, opt, step, ckpt_run, tok)
-                prune_checkpoints(run_dir, cfg.keep_checkpoints)
-            if should_save(step, cfg, steps_per_epoch, total) and world > 1: dist.barrier()
-            if on_step is not None and on_step(step, metrics[-1]): break
-        bar.close()
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: run.json says so; --resume goes on from the last checkpoint
-        if main: write_run_info(run_dir, {**info, 'status': 'interrupted', 'step': step})
-        raise
+            if main and eval_rows: sample_answers(model, tok, eval_rows, template, cfg, run_dir, run, step)
+        if should_save(step, cfg, steps_per_epoch, total) and main:
+            save_checkpoint(run_dir/'checkpoints'/f'step-{step}', model, opt, step, ckpt_run, tok)
+            prune_checkpoints(run_dir, cfg.keep_checkpoints)
+        if should_save(step, cfg, steps_per_epoch, total) and world > 1: dist.barrier()
+        if on_step is not None and on_step(step, metrics[-1]): break
+    bar.close()
     # finish
     if main and step == total: finish(model, tok, run_dir, metrics, run, info, Path(cfg.out).name)
     if world > 1: dist.barrier()
@@ -634,4 +650,11 @@ def train(cfg:TrainConfig, on_step=None) -> dict:
     if mode == 'replace' and int(os.environ.get('RANK', 0)) == 0:
         run_in = partial(fit, cfg, on_step=on_step)  # in a temp folder that replaces cfg.out when complete
         return atomic_dir(Path(cfg.out), run_in, overwrite=True, marker=RUN_MARKER)
-    return fit(cfg, Path(cfg.out), on_step)
+    try:
+        if int(os.environ.get('RANK', 0)) != 0: return fit(cfg, Path(cfg.out), on_step)
+        with run_lock(cfg.out): return fit(cfg, Path(cfg.out), on_step)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: run.json says so; --resume goes on from the last checkpoint
+        if int(os.environ.get('RANK', 0)) == 0 and (Path(cfg.out)/RUN_MARKER).is_file():
+            info = json.loads((Path(cfg.out)/RUN_MARKER).read_text(encoding='utf-8'))
+            write_run_info(cfg.out, {**info, 'status': 'interrupted'})
+        raise

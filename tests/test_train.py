@@ -539,3 +539,16 @@ def test_run_folder_inside_the_data_folder_is_refused(data):
     with pytest.raises(FileExistsError, match='cannot be inside the data folder'):
         train(cfg(data, data/'run'))
     assert not (data/'run').exists()
+
+
+def test_a_second_run_into_the_same_folder_is_refused(data, tmp_path):
+    "Two runs into one --out both went on, their metrics lines interleaved."
+    from alpaca_ft.train import run_lock
+    with run_lock(tmp_path/'run'):  # as if another train were running there
+        with pytest.raises(FileExistsError, match='another alpaca_ft train is writing to it'):
+            train(cfg(data, tmp_path/'run'))
+        assert [p.name for p in (tmp_path/'run').iterdir()] == ['.lock']  # the other run's lock, nothing else
+        (tmp_path/'run'/'.lock').unlink()  # as if it had died: its lock file stays, but nobody holds the lock
+    (tmp_path/'run'/'.lock').write_text('')
+    train(cfg(data, tmp_path/'run', max_steps=1))  # a folder holding only a stale lock file counts as empty
+    assert json.loads((tmp_path/'run'/RUN_MARKER).read_text())['status'] == 'finished'
