@@ -549,6 +549,7 @@ def test_a_second_run_into_the_same_folder_is_refused(data, tmp_path):
             train(cfg(data, tmp_path/'run'))
         assert [p.name for p in (tmp_path/'run').iterdir()] == ['.lock']  # the other run's lock, nothing else
         (tmp_path/'run'/'.lock').unlink()  # as if it had died: its lock file stays, but nobody holds the lock
+    (tmp_path/'run').mkdir(exist_ok=True)
     (tmp_path/'run'/'.lock').write_text('')
     train(cfg(data, tmp_path/'run', max_steps=1))  # a folder holding only a stale lock file counts as empty
     assert json.loads((tmp_path/'run'/RUN_MARKER).read_text())['status'] == 'finished'
