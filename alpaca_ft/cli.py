@@ -61,7 +61,7 @@ def _add_prepare(sub):
                    help='a count, or a fraction < 1 (default: 1000, at most 10%% of the rows)')
     p.add_argument('--seed', type=int, default=42, metavar='N', help='seed of the split')
     p.add_argument('--pack', choices=['bfd', 'greedy', 'none'], default='bfd',
-                   help="best-fit decreasing (default), the article's greedy concatenation, "
+                   help="best-fit decreasing (default), greedy concatenation (after the article), "
                         'or one example a row')
     p.add_argument('--train-on-inputs', action='store_true', help='train on the prompt tokens too')
     p.add_argument('--template', choices=['alpaca', 'chat'], default='alpaca')
@@ -70,6 +70,8 @@ def _add_prepare(sub):
     p.add_argument('--num-proc', type=int, default=None, metavar='N', help='tokenizer processes')
     p.add_argument('--wandb', choices=WANDB_MODES, default='offline', help='W&B mode (online needs a key)')
     p.add_argument('--wandb-project', default='alpaca_ft', help='W&B project')
+    p.add_argument('--progress', action=argparse.BooleanOptionalAction, default=True,
+                   help='show progress bars (--no-progress: none, e.g. in logs)')
     p.add_argument('--overwrite', action='store_true',
                    help='replace --out, only if alpaca_ft prepare made it (it holds manifest.json), '
                         'and only once the new output is complete')
@@ -79,7 +81,7 @@ def _run_prepare(a):
     prepare(data=a.data, out=a.out, tokenizer=a.tokenizer, max_seq_len=a.max_seq_len, eval_size=a.eval_size,
             seed=a.seed, pack_strategy=a.pack, train_on_inputs=a.train_on_inputs, template=a.template,
             overlong=a.overlong, num_proc=a.num_proc, wandb=a.wandb, wandb_project=a.wandb_project,
-            overwrite=a.overwrite)
+            overwrite=a.overwrite, progress=a.progress)
 
 # %% ../nbs/20_cli.ipynb #fb5d974e
 TINY_HEADS = 4
@@ -183,11 +185,13 @@ def _add_demo(sub):
     p.add_argument('--overwrite', action='store_true',
                    help='replace OUT, only if alpaca_ft demo made it, and only once the new demo is done')
     p.add_argument('--wandb', choices=WANDB_MODES, default='offline', help='W&B mode (online needs a key)')
+    p.add_argument('--progress', action=argparse.BooleanOptionalAction, default=True,
+                   help='show progress bars (--no-progress: none, e.g. in logs)')
 
 def _run_demo(a):
     from alpaca_ft.demo import demo
     if a.max_steps < 1: raise ValueError(f'--max-steps must be at least 1, got {a.max_steps}')
-    demo(a.out, max_steps=a.max_steps, overwrite=a.overwrite, wandb=a.wandb)
+    demo(a.out, max_steps=a.max_steps, overwrite=a.overwrite, wandb=a.wandb, progress=a.progress)
 
 # %% ../nbs/20_cli.ipynb #60188d5c
 COMMANDS = {'prepare': (_add_prepare, _run_prepare), 'train': (_add_train, _run_train),

@@ -250,7 +250,7 @@ def made_by_alpaca_ft(marker:Path) -> bool:
     return str(d.get('made_by', '')).startswith('alpaca_ft') or {'format_version', 'fingerprint'} <= set(d)
 
 def check_replaceable(out, overwrite:bool=False, marker:str|None='manifest.json'):
-    "Raise FileExistsError naming `out` unless it is absent, or `overwrite` and it is a folder this tool made."
+    "Raise FileExistsError naming `out` unless it is absent, or `overwrite` and this tool made it."
     out = Path(out)
     if not (out.exists() or out.is_symlink()): return
     if not overwrite: raise FileExistsError(f'{out} exists; pass --overwrite to replace it')
@@ -259,11 +259,11 @@ def check_replaceable(out, overwrite:bool=False, marker:str|None='manifest.json'
     if out.is_symlink() or not out.is_dir():
         raise FileExistsError(f'{out}: not replaced: it is not a folder alpaca_ft made')
     if marker is not None and not made_by_alpaca_ft(out/marker):  # None: a sub-folder of one already checked
-        raise FileExistsError(f'{out}: not replaced: it has no {marker} written by alpaca_ft, so this tool did not '
-                              'make it (--overwrite only replaces a folder it made; choose another folder)')
+        raise FileExistsError(f'{out}: not replaced: it has no {marker} written by alpaca_ft, so this tool did '
+                              'not make it (--overwrite only replaces a folder it made; choose another folder)')
 
 def _normal_permissions(folder:Path):
-    "What a plain `mkdir`/`open` would have given under the umask (mkdtemp/mkstemp, safetensors give 0700/0600)."
+    "The permissions plain `mkdir`/`open` give under the umask (mkdtemp, mkstemp, safetensors: 0700/0600)."
     mask = _umask()
     os.chmod(folder, 0o777 & ~mask)
     for p in folder.rglob('*'):

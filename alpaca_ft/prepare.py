@@ -335,7 +335,7 @@ def prepare(
     max_seq_len:int=1024,           # tokens per sequence; longer examples are truncated or dropped
     eval_size=None,                 # eval rows: a count, a fraction < 1, or None (1,000, at most 10%)
     seed:int=42,                    # seed of the train/eval shuffle
-    pack_strategy:str='bfd',        # `bfd` (best-fit decreasing), `greedy` (the article's) or `none`
+    pack_strategy:str='bfd',        # `bfd` (best-fit decreasing), `greedy` (after the article) or `none`
     train_on_inputs:bool=False,     # train on the prompt tokens too, not only on the response
     template:str='alpaca',          # `alpaca`, or `chat` for `messages` rows (the tokenizer's chat template)
     overlong:str='truncate',        # an example over `max_seq_len` tokens: `truncate` or `drop` it

@@ -12,7 +12,7 @@ from .prompts import alpaca_prompt, render
 
 # %% auto #0
 __all__ = ['TINY_TOKENIZER', 'CHAT_TEMPLATE', 'cache_dir', 'train_tiny_tokenizer', 'tiny_tokenizer_path', 'load_tokenizer',
-           'adds_eos', 'with_eos', 'tokenize_examples', 'token_groups', 'html_tokens']
+           'adds_eos', 'with_eos', 'tokenize_examples', 'html_tokens', 'token_groups']
 
 # %% ../nbs/02_tokenization.ipynb #d46bc831
 TINY_TOKENIZER = 'alpaca_ft/tiny-bpe'  # the name the bundled tokenizer goes by in manifests
@@ -93,6 +93,25 @@ def tokenize_examples(prompts:list[str], responses:list[str], tokenizer, train_o
     return {'input_ids': input_ids, 'labels': labels}
 
 # %% ../nbs/02_tokenization.ipynb #a1b2c3d5
+def html_tokens(input_ids:list[int], labels:list[int], tokenizer, position_ids:list[int]|None=None) -> str:
+    "HTML of a sequence's tokens: masked ones grey, trained ones green, pack boundaries as red bars."
+    starts = {i for i, p in enumerate(position_ids or []) if p == 0 and i > 0}
+    trained = [l != -100 for l in labels]
+    breaks = starts | {i for i in range(1, len(labels)) if trained[i] != trained[i - 1]}
+    spans = []
+    for pos, text in token_groups(input_ids, tokenizer, breaks):
+        if pos[0] in starts: spans.append('<span style="border-left:3px solid #d62728;margin:0 2px"></span>')
+        shown = html.escape(text).replace(' ', '·').replace('\n', '↵<br>')
+        style = 'color:#000;background:#b7e4b7' if trained[pos[0]] else 'color:#888;background:#eee'
+        ids = ' '.join(str(input_ids[k]) for k in pos)
+        spans.append(f'<span title="{ids}" style="{style};margin:0 1px;font-family:monospace">{shown}</span>')
+    legend = ('<p style="font-family:sans-serif;font-size:12px">'
+              '<span style="background:#eee">masked (-100)</span> '
+              '<span style="background:#b7e4b7">trained</span> '
+              '<span style="color:#d62728">| new example</span></p>')
+    return '<div style="line-height:1.8">' + legend + ''.join(spans) + '</div>'
+
+# %% ../nbs/02_tokenization.ipynb #a1b2c3da
 def _byte_decoder(tokenizer) -> dict|None:
     "For a byte-level BPE tokenizer, its printable stand-ins mapped back to bytes (GPT-2's byte map)."
     decoder = json.loads(tokenizer.backend_tokenizer.to_str()).get('decoder')
@@ -123,21 +142,3 @@ def token_groups(input_ids:list[int], tokenizer, breaks=()) -> list[tuple[list[i
             except UnicodeDecodeError: text = buf.decode('utf-8', errors='replace')
         out.append((list(range(i, j)), text)); i = j
     return out
-
-def html_tokens(input_ids:list[int], labels:list[int], tokenizer, position_ids:list[int]|None=None) -> str:
-    "HTML of a sequence's tokens: masked ones grey, trained ones green, pack boundaries as red bars."
-    starts = {i for i, p in enumerate(position_ids or []) if p == 0 and i > 0}
-    trained = [l != -100 for l in labels]
-    breaks = starts | {i for i in range(1, len(labels)) if trained[i] != trained[i - 1]}
-    spans = []
-    for pos, text in token_groups(input_ids, tokenizer, breaks):
-        if pos[0] in starts: spans.append('<span style="border-left:3px solid #d62728;margin:0 2px"></span>')
-        shown = html.escape(text).replace(' ', '·').replace('\n', '↵<br>')
-        style = 'color:#000;background:#b7e4b7' if trained[pos[0]] else 'color:#888;background:#eee'
-        ids = ' '.join(str(input_ids[k]) for k in pos)
-        spans.append(f'<span title="{ids}" style="{style};margin:0 1px;font-family:monospace">{shown}</span>')
-    legend = ('<p style="font-family:sans-serif;font-size:12px">'
-              '<span style="background:#eee">masked (-100)</span> '
-              '<span style="background:#b7e4b7">trained</span> '
-              '<span style="color:#d62728">| new example</span></p>')
-    return '<div style="line-height:1.8">' + legend + ''.join(spans) + '</div>'

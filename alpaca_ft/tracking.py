@@ -13,10 +13,8 @@ import pandas as pd
 __all__ = ['WANDB_MODES', 'TABLE_ROWS', 'check_wandb', 'init_run', 'log_tables', 'log_dir_artifact', 'artifact_name',
            'artifact_record']
 
-# %% ../nbs/07_tracking.ipynb #c61b37e0
-WANDB_MODES = ('offline', 'online', 'disabled')
-TABLE_ROWS = 10_000  # rows per W&B Table at most (52,000 rows take some 6 s to build); artifacts hold all
-
+# %% ../nbs/07_tracking.ipynb #c61b37df
+# W&B's own ways of holding a key (env, netrc), checked without reading the key out
 def _has_wandb_key() -> bool:
     "Whether W&B has an API key: `WANDB_API_KEY`, or a `wandb login` entry in the netrc file. Never shown."
     if os.environ.get('WANDB_API_KEY', '').strip(): return True
@@ -28,6 +26,10 @@ def _has_wandb_key() -> bool:
             if netrc.netrc(str(path)).authenticators(host): return True
         except (netrc.NetrcParseError, OSError): continue
     return False
+
+# %% ../nbs/07_tracking.ipynb #c61b37e0
+WANDB_MODES = ('offline', 'online', 'disabled')
+TABLE_ROWS = 10_000  # rows per W&B Table at most (52,000 rows take some 6 s to build); artifacts hold all
 
 def check_wandb(mode:str):
     "Check a W&B `mode` before any work starts: a known mode, and for `online` an API key to log in with."

@@ -111,7 +111,7 @@ def check_config(cfg:TrainConfig):
 
 # %% ../nbs/12_train.ipynb #6a870dca
 def load_prepared(data_dir) -> tuple:
-    "The manifest (dict) and the train and eval `datasets.Dataset`s of a `prepare` output, checked against its fingerprint."
+    "The manifest (dict) and the train and eval `datasets.Dataset`s of a `prepare` output, fingerprint checked."
     import datasets  # here, not at the top: the GPU benchmark imports this module without it
     from alpaca_ft.prepare import read_manifest, verify_fingerprint
     d = Path(data_dir)
@@ -312,8 +312,8 @@ def find_checkpoint(run_dir, set_aside:bool=True) -> tuple[Path|None, dict|None]
             bad.append(folder.name)
             if set_aside: folder.rename(_free_name(folder.with_name(folder.name + '.corrupt')))
     if bad:  # starting again from step 0 is not what --resume asked for
-        raise DataError(f"{Path(run_dir)/'checkpoints'}: no usable checkpoint ({', '.join(bad)} cannot be read, "
-                        'set aside as *.corrupt); start the run again with --overwrite')
+        raise DataError(f"{Path(run_dir)/'checkpoints'}: no usable checkpoint ({', '.join(bad)} cannot be "
+                        'read, set aside as *.corrupt); start the run again with --overwrite')
     return None, None
 
 def _free_name(path:Path) -> Path:
@@ -653,7 +653,7 @@ def train(cfg:TrainConfig, on_step=None) -> dict:
     try:
         if int(os.environ.get('RANK', 0)) != 0: return fit(cfg, Path(cfg.out), on_step)
         with run_lock(cfg.out): return fit(cfg, Path(cfg.out), on_step)
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: run.json says so; --resume goes on from the last checkpoint
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: run.json says so; --resume goes on from the checkpoint
         if int(os.environ.get('RANK', 0)) == 0 and (Path(cfg.out)/RUN_MARKER).is_file():
             info = json.loads((Path(cfg.out)/RUN_MARKER).read_text(encoding='utf-8'))
             write_run_info(cfg.out, {**info, 'status': 'interrupted'})

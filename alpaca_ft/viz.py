@@ -42,7 +42,7 @@ def packing_table(examples:dict, max_seq_len:int, batch_size:int=16) -> pd.DataF
         p = pack(examples, max_seq_len, s)
         share = padding_share(pack_lengths(p).tolist(), batch_size)
         out[s] = {**pack_stats(p, max_seq_len), 'padding_share': round(share, 4)}
-    return pd.DataFrame(out).T
+    return pd.DataFrame.from_dict(out, orient='index')  # one row per strategy, ints stay ints
 
 def packing_plot(lengths:list[int], max_seq_len:int, batch_size:int=16):
     "Fill per sequence (sorted) under each strategy, and padded batches' padding share."

@@ -3,7 +3,7 @@
 1. Execute every notebook in `nbs/` from `nbs/` (execnb's shell, one fresh process per notebook, as `nbdev_test`
    does; cells flagged `notest`/`slow` or `eval: false` are skipped) into `_build/exec/`. A notebook is executed
    again only when it, the library (`alpaca_ft/**/*.py`) or the presence of `$ALPACA_FT_SHARED` changed, or when it
-   raised last time.
+   raised last time. Executed, cached and processed notebooks whose source is gone from `nbs/` are deleted.
 2. Run nbdev's own docs processing on each executed notebook into `_proc/` (what `nbdev.serve.proc_nbs`, the step
    `nbdev_docs` runs before Quarto, does per notebook: `#| hide` cells removed, `#| export` cells shown as code, a
    `show_doc` block for every exported function). Cached in `_build/proc/`.
@@ -81,6 +81,19 @@ def _execute_in_subprocess(t:tuple[Path, Path, str]) -> tuple[str, float, str|No
         return src.name, 0.0, f'executing {src.name} failed:\n{r.stdout}{r.stderr}'
     meta = json.loads(dest.read_text())['metadata']['alpaca_ft_docs']
     return src.name, meta.get('seconds', 0.0), meta['error']
+
+
+def prune_stale(nbs:list[Path]) -> list[Path]:
+    "Delete executed, cached and processed notebooks whose source notebook is gone (renamed or removed)."
+    names, gone = {nb.name for nb in nbs}, []
+    for folder in (BUILD/'exec', BUILD/'proc', PROC):
+        if not folder.is_dir(): continue
+        for f in sorted(folder.iterdir()):
+            name = f.name[:-len('.key')] if f.name.endswith('.ipynb.key') else f.name
+            if f.is_file() and name.endswith('.ipynb') and name not in names:
+                f.unlink()
+                gone.append(f)
+    return gone
 
 
 def execute_all(nbs:list[Path], jobs:int, force:bool) -> list[str]:
@@ -274,6 +287,7 @@ def main(argv=None):
     if a.process_one: return process_one(*a.process_one)
     t0 = time.time()
     nbs = notebooks()
+    for f in prune_stale(nbs): print(f'removed {f.relative_to(ROOT)}: its notebook is no longer in nbs/')
     errors = [] if a.no_execute else execute_all(nbs, a.jobs, a.force)
     if errors and not a.allow_errors:
         sys.stderr.write('\n'.join(errors) + '\n')

@@ -157,12 +157,13 @@ def test_prepare_options_reach_prepare_by_keyword(monkeypatch, tmp_path):
     rc, _, err = call('prepare', 'a.jsonl', 'b.csv', '--out', tmp_path/'o', '--pack', 'greedy',
                       '--max-seq-len', '64', '--eval-size', '0.2', '--template', 'chat', '--overlong', 'drop',
                       '--wandb', 'disabled', '--train-on-inputs', '--overwrite', '--seed', '7',
-                      '--num-proc', '2')
+                      '--num-proc', '2', '--no-progress')
     assert rc == 0, err
     assert got == dict(data=['a.jsonl', 'b.csv'], out=str(tmp_path/'o'), tokenizer=None, max_seq_len=64,
                        eval_size=0.2, seed=7, pack_strategy='greedy', train_on_inputs=True, template='chat',
                        overlong='drop', num_proc=2, wandb='disabled', wandb_project='alpaca_ft',
-                       overwrite=True)
+                       overwrite=True, progress=False)
+    assert call('prepare', '--out', tmp_path/'o')[0] == 0 and got['progress'] is True  # bars by default
 
 
 def test_generate_and_demo_options_by_keyword(monkeypatch, tmp_path):
@@ -177,7 +178,9 @@ def test_generate_and_demo_options_by_keyword(monkeypatch, tmp_path):
     assert rc == 0 and out.strip() == 'answer'
     assert calls[0] == (('m',), dict(instruction='Say hi', input='x', prompt=None, max_new_tokens=5))
     assert call('demo', tmp_path/'d', '--max-steps', '3', '--wandb', 'disabled')[0] == 0
-    assert calls[1] == ((str(tmp_path/'d'),), dict(max_steps=3, overwrite=False, wandb='disabled'))
+    assert calls[1] == ((str(tmp_path/'d'),), dict(max_steps=3, overwrite=False, wandb='disabled',
+                                                    progress=True))
+    assert call('demo', tmp_path/'d', '--no-progress')[0] == 0 and calls[2][1]['progress'] is False
 
 
 @pytest.mark.parametrize('args, msg', [(['generate', 'm', '--prompt', 'p', '--input', 'x'],

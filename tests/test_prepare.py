@@ -116,7 +116,8 @@ def _seed7_over_existing_dir(wd):
     not_ours = run_cli([*COMMON, '--seed', '7', '--out', out, '--overwrite'], wd)  # no manifest.json: not ours
     after_refusal = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob('*') if p.is_file()}
     siblings = sorted(p.name for p in wd.iterdir())
-    (out/'manifest.json').write_text('{}', encoding='utf-8')  # now it looks like an earlier output: replaced
+    # now it looks like an earlier output (a prepare manifest, not just any manifest.json): replaced
+    (out/'manifest.json').write_text('{"format_version": 1, "fingerprint": "0"}', encoding='utf-8')
     forced = run_cli([*COMMON, '--seed', '7', '--out', out, '--overwrite'], wd)
     return Result(wd, out, forced, extra=dict(refused=refused, not_ours=not_ours, after_refusal=after_refusal,
                                               siblings=siblings))
