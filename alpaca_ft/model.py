@@ -66,8 +66,12 @@ def tiny_config(vocab_size:int, layers:int=2, hidden:int=64, heads:int=4, max_le
     if heads < 1 or hidden < 2 * heads or hidden % (2 * heads):
         raise ValueError(f'hidden must be a positive multiple of 2 * heads = {2 * heads} (heads of an even '
                          f'size, for rotary embeddings), got hidden={hidden}, heads={heads}')
-    return LlamaConfig(vocab_size=vocab_size, hidden_size=hidden,
-                       intermediate_size=int(hidden * 11008 / 4096 + 0.5),
+    mlp = int(hidden * 11008 / 4096 + 0.5)
+    params = layers * (4 * hidden**2 + 3 * hidden * mlp) + 2 * vocab_size * hidden
+    if params > 1e9:  # tiny means tiny: a CPU toy; a real size is loaded (--model), not built at random
+        raise ValueError(f'a tiny Llama of {layers} layers, hidden {hidden} would have {params/1e9:.1f}B '
+                         'parameters; keep it under 1B (load a real model with --model instead)')
+    return LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=mlp,
                        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
                        max_position_embeddings=max_len, rms_norm_eps=1e-5, tie_word_embeddings=False, **kw)
 

@@ -105,6 +105,8 @@ def patched(monkeypatch):
     (FileExistsError('runs/a exists; pass --overwrite to replace it'), 2, 'runs/a exists'),
     (FileNotFoundError(2, 'No such file or directory', 'data/rows.jsonl'), 2, 'data/rows.jsonl: No such'),
     (OSError(28, 'No space left on device'), 2, 'No space left on device while writing'),
+    (RuntimeError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left '
+                  'on device" })'), 2, 'No space left on device while writing'),  # safetensors' SafetensorError
     (PermissionError(13, 'Permission denied', '/root/x'), 2, '/root/x: Permission denied'),
     (json.JSONDecodeError('Expecting value', 'x', 0), 2, 'Expecting value'),
     (ValueError('lr must be finite and > 0, got inf'), 2, 'lr must be finite'),

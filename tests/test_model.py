@@ -218,3 +218,11 @@ def test_load_and_shape_errors_name_the_input(tmp_path):
     with pytest.raises(ValueError, match='no causal LM in this folder'): load_model(tmp_path, device='cpu')
     with pytest.raises(ValueError, match='layers must be at least 1'): tiny_llama(1024, layers=0)
     with pytest.raises(ValueError, match='multiple of 2 \\* heads = 8'): tiny_llama(1024, hidden=60)
+
+
+def test_tiny_config_refuses_sizes_that_are_not_tiny():
+    "`tiny-model --hidden 100000000` died of an allocation error, `--layers 100000` ran for minutes."
+    from alpaca_ft.model import tiny_config
+    for layers, hidden in ((2, 100_000_000), (100_000, 64)):
+        with pytest.raises(ValueError, match='keep it under 1B'): tiny_config(1024, layers=layers, hidden=hidden)
+    assert tiny_config(32000, layers=2, hidden=64).intermediate_size == 172
