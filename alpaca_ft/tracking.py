@@ -46,8 +46,12 @@ def init_run(mode:str='offline', project:str='alpaca_ft', job_type:str|None=None
     import wandb
     os.environ.setdefault('WANDB_SILENT', 'true')
     if dir is not None: Path(dir).mkdir(parents=True, exist_ok=True)
-    return wandb.init(project=project, job_type=job_type, config=config, mode=mode, dir=dir,
-                      reinit='finish_previous')
+    try: return wandb.init(project=project, job_type=job_type, config=config, mode=mode, dir=dir,
+                           reinit='finish_previous')
+    except Exception as e:  # no server, a bad WANDB_* setting: the user's environment, not a bug (exit 2)
+        first = ' '.join(str(e).split())[:300]
+        raise ValueError(f'W&B ({mode}): cannot start a run: {type(e).__name__}: {first} '
+                         '(--wandb offline works without a server)') from None
 
 def log_tables(run, tables:dict[str, pd.DataFrame], max_rows:int=TABLE_ROWS):
     "Log each DataFrame as a W&B Table under its name (its first `max_rows` rows)."

@@ -435,3 +435,13 @@ def test_prepare_takes_one_source_or_says_what_data_must_be(tmp_path):
     with pytest.raises(ValueError, match='data must be a file, URL or hub id, or a list of them; got a dict'):
         prepare(data=[{'instruction': 'a', 'output': 'b'}], out=tmp_path/'c', wandb='disabled')
     assert sorted(p.name for p in tmp_path.iterdir()) == ['a', 'b']
+
+
+def test_wandb_that_cannot_start_is_a_one_line_input_error(tmp_path, monkeypatch):
+    "A key but no reachable server: exit 1 'internal error: CommError' after 95 s of retries."
+    import wandb
+    from alpaca_ft.tracking import init_run
+    def unreachable(**kw): raise wandb.errors.CommError('Timed out while retrying: Post https://api.wandb.ai/graphql')
+    monkeypatch.setattr(wandb, 'init', unreachable)
+    with pytest.raises(ValueError, match=r'W&B \(offline\): cannot start a run: CommError: Timed out'):
+        init_run('offline', dir=tmp_path)
