@@ -290,6 +290,14 @@ def read_manifest(data_dir) -> dict:
         raise DataError(f'{path}: unsupported format_version {manifest.get("format_version")!r} (expected 1)')
     missing = [k for k in MANIFEST_KEYS if k not in manifest]
     if missing: raise DataError(f'{path}: missing {", ".join(missing)}; run alpaca_ft prepare again')
+    types = {'vocab_size': int, 'eos_token_id': int, 'max_seq_len': int, 'tokenizer': str, 'template': str,
+             'pack': str, 'splits': dict, 'fingerprint': str}
+    for k, t in types.items():  # the fingerprint covers the datasets, not the manifest: check what train reads
+        if not isinstance(manifest[k], t) or isinstance(manifest[k], bool):
+            raise DataError(f'{path}: {k} should be a {t.__name__}, got {manifest[k]!r}; run prepare again')
+    pad, vocab, max_len = manifest['pad_token_id'], manifest['vocab_size'], manifest['max_seq_len']
+    if not isinstance(pad, int) or vocab < 1 or max_len < 8:
+        raise DataError(f'{path}: pad_token_id, vocab_size or max_seq_len out of range; run prepare again')
     return manifest
 
 def verify_fingerprint(data_dir, manifest:dict|None=None) -> str:

@@ -445,3 +445,13 @@ def test_wandb_that_cannot_start_is_a_one_line_input_error(tmp_path, monkeypatch
     monkeypatch.setattr(wandb, 'init', unreachable)
     with pytest.raises(ValueError, match=r'W&B \(offline\): cannot start a run: CommError: Timed out'):
         init_run('offline', dir=tmp_path)
+
+
+def test_manifest_fields_train_reads_are_checked(tmp_path):
+    "max_seq_len 'abc' and vocab_size null in manifest.json trained with exit 0."
+    from alpaca_ft.prepare import prepare, read_manifest
+    prepare(out=tmp_path/'d', max_seq_len=256, wandb='disabled', progress=False, verbose=False)
+    good = json.loads((tmp_path/'d'/'manifest.json').read_text())
+    for k, v in (('max_seq_len', 'abc'), ('vocab_size', None), ('eos_token_id', True)):
+        (tmp_path/'d'/'manifest.json').write_text(json.dumps({**good, k: v}))
+        with pytest.raises(DataError, match=f'manifest.json: {k} should be a'): read_manifest(tmp_path/'d')
