@@ -27,7 +27,8 @@ def error_message(e:BaseException, out=None) -> tuple[int, str]:
         return 2, _one_line(f'{where}: {e.strerror}' if files else f'{e.strerror} {where}'.strip())
     if isinstance(e, (ValueError, OSError)): return 2, _one_line(e)  # DataError, JSON errors, FileExistsError
     if 'No space left on device' in str(e):  # safetensors and others wrap the OSError in their own error
-        return 2, _one_line(f'No space left on device while writing {out}' if out else 'No space left on device')
+        where = f' while writing {out}' if out else ''
+        return 2, f'No space left on device{where}'
     return 1, _one_line(f'internal error: {type(e).__name__}: {e} (run with --debug for the traceback)')
 
 # %% ../nbs/20_cli.ipynb #0d4192da

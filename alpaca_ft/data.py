@@ -259,8 +259,8 @@ def check_replaceable(out, overwrite:bool=False, marker:str|None='manifest.json'
     if out.is_symlink() or not out.is_dir():
         raise FileExistsError(f'{out}: not replaced: it is not a folder alpaca_ft made')
     if marker is not None and not made_by_alpaca_ft(out/marker):  # None: a sub-folder of one already checked
-        raise FileExistsError(f'{out}: not replaced: it has no {marker} written by alpaca_ft, so this tool did '
-                              'not make it (--overwrite only replaces a folder it made; choose another folder)')
+        raise FileExistsError(f'{out}: not replaced: it has no {marker} written by alpaca_ft, so this tool '
+                              'did not make it (--overwrite only replaces a folder it made; choose another)')
 
 def _normal_permissions(folder:Path):
     "The permissions plain `mkdir`/`open` give under the umask (mkdtemp, mkstemp, safetensors: 0700/0600)."

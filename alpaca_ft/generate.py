@@ -62,7 +62,8 @@ def generate_answer(model_path:str|Path, instruction:str|None=None, input:str=''
     tok, model = _load(model_path, device)
     context = getattr(model.config, 'max_position_embeddings', None)
     if context and max_new_tokens > context:
-        raise ValueError(f"max_new_tokens={max_new_tokens} is more than the model's context ({context} tokens)")
+        raise ValueError(f"max_new_tokens={max_new_tokens} is more than the model's context "
+                         f"({context} tokens)")
     row = {'instruction': instruction, 'input': input, 'output': ''}
     text = prompt if prompt is not None else render(row)[0]
     return generate(model, tok, [text], max_new_tokens)[0]

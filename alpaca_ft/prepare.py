@@ -292,7 +292,7 @@ def read_manifest(data_dir) -> dict:
     if missing: raise DataError(f'{path}: missing {", ".join(missing)}; run alpaca_ft prepare again')
     types = {'vocab_size': int, 'eos_token_id': int, 'max_seq_len': int, 'tokenizer': str, 'template': str,
              'pack': str, 'splits': dict, 'fingerprint': str}
-    for k, t in types.items():  # the fingerprint covers the datasets, not the manifest: check what train reads
+    for k, t in types.items():  # the fingerprint covers the datasets, not this file: check what train reads
         if not isinstance(manifest[k], t) or isinstance(manifest[k], bool):
             raise DataError(f'{path}: {k} should be a {t.__name__}, got {manifest[k]!r}; run prepare again')
     pad, vocab, max_len = manifest['pad_token_id'], manifest['vocab_size'], manifest['max_seq_len']

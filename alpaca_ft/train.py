@@ -111,7 +111,7 @@ def check_config(cfg:TrainConfig):
 
 # %% ../nbs/12_train.ipynb #6a870dca
 def load_prepared(data_dir) -> tuple:
-    "The manifest (dict) and the train and eval `datasets.Dataset`s of a `prepare` output, fingerprint checked."
+    "The manifest (dict) and train and eval `datasets.Dataset`s of a `prepare` output, fingerprint checked."
     import datasets  # here, not at the top: the GPU benchmark imports this module without it
     from alpaca_ft.prepare import read_manifest, verify_fingerprint
     d = Path(data_dir)
