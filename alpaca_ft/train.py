@@ -89,6 +89,7 @@ def check_config(cfg:TrainConfig):
                'max_new_tokens': 0, 'num_workers': 0, 'seed': 0, 'tiny_layers': 1, 'tiny_hidden': 8}
     for name, low in minimum.items():
         if not _is_int(getattr(cfg, name)) or getattr(cfg, name) < low: bad(name, f'an integer >= {low}')
+    if cfg.seed >= 2**63: bad('seed', 'below 2**63 (what torch.manual_seed takes)')
     for name, low in {'max_steps': 1, 'eval_every': 1, 'save_every': 1, 'n_freeze': 0}.items():
         v = getattr(cfg, name)
         if v is not None and (not _is_int(v) or v < low): bad(name, f'None or an integer >= {low}')

@@ -171,6 +171,7 @@ def test_batches_pinned_on_cuda(data):
     (dict(attn_implementation='flash_attention_2'), 'attn_implementation'),
     (dict(batch_size=0), 'batch_size'), (dict(precision='fp64'), 'precision'), (dict(wandb='on'), 'wandb'),
     (dict(resume=True, overwrite=True), 'resume or overwrite'),
+    (dict(seed=10**20), 'seed must be below 2\\*\\*63'),
 ])
 def test_bad_options_fail_before_any_work(data, tmp_path, bad, name):
     with pytest.raises(ValueError, match=name):
