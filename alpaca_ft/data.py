@@ -280,9 +280,13 @@ def atomic_dir(out, build, overwrite:bool=False, marker:str|None='manifest.json'
         result = build(tmp)
         _normal_permissions(tmp)
         if out.exists():
+            check_replaceable(out, overwrite, marker)  # again: it may have appeared while `build` ran
             old = Path(tempfile.mkdtemp(prefix=f'.{out.name}.old-{os.getpid()}-', dir=out.parent))
             out.rename(old/'replaced')
-            tmp.rename(out)
+            try: tmp.rename(out)
+            except BaseException:
+                (old/'replaced').rename(out)  # put the old one back rather than leave it in a temp folder
+                raise
             shutil.rmtree(old)
         else: tmp.rename(out)
         return result

@@ -24,6 +24,13 @@ DEMO_MARKER = 'demo.json'
 def _build_demo(tmp:Path, max_steps:int, wandb:str, progress:bool) -> tuple[dict, int, str]:
     "Steps 1-4 of the demo, in the folder `tmp`; returns the last metrics, the train rows and the answer."
     hf_logging.disable_progress_bar()  # our steps say what happens; no bars for writing model shards
+    own_wandb_dir = 'WANDB_DIR' not in os.environ
+    if own_wandb_dir: os.environ['WANDB_DIR'] = str(tmp)  # W&B's files go where the demo's go, into `out`
+    try: return _demo_steps(tmp, max_steps, wandb, progress)
+    finally:
+        if own_wandb_dir: del os.environ['WANDB_DIR']
+
+def _demo_steps(tmp:Path, max_steps:int, wandb:str, progress:bool) -> tuple[dict, int, str]:
     print('1/4 preparing the bundled sample')
     manifest = prepare(out=tmp/'data', max_seq_len=512, wandb=wandb, progress=progress)
     n_train = manifest['splits']['train']['examples']
@@ -53,7 +60,8 @@ def _summary(out:Path, n_train:int, wandb:str) -> str:
             f"eval token accuracy {evals[0]['eval_accuracy']:.1%} -> {evals[-1]['eval_accuracy']:.1%}\n"
             f'data:        {out/"data"} (manifest.json, plots/)\nmodel:       {out/"run"/"final"}\n'
             f'metrics:     {out/"run"/"metrics.jsonl"}, loss curve {out/"run"/"loss.png"}\n'
-            f'predictions: {out/"run"/"eval_predictions.jsonl"}\nW&B:         {out/"wandb"} ({wandb})\n'
+            f'predictions: {out/"run"/"eval_predictions.jsonl"}\n'
+            f'W&B:         {out/"wandb"}, {out/"run"/"wandb"} ({wandb})\n'
             f'try:         alpaca_ft generate {out/"run"/"final"} '
             '--instruction "Give three tips for staying healthy."')
 
@@ -61,10 +69,7 @@ def demo(out, max_steps:int=150, overwrite:bool=False, wandb:str='offline', prog
     "Prepare the sample, build a tiny Llama, fine-tune, evaluate, generate, all in `out`; the last metrics."
     out = Path(out)
     if out.is_dir() and not out.is_symlink() and not any(out.iterdir()): out.rmdir()  # empty: take it
-    wandb_dir = os.environ.setdefault('WANDB_DIR', str(out.resolve()))
     build = partial(_build_demo, max_steps=max_steps, wandb=wandb, progress=progress)
-    try: last, n_train, _ = atomic_dir(out, build, overwrite, marker=DEMO_MARKER)
-    finally:
-        if wandb_dir == str(out.resolve()): del os.environ['WANDB_DIR']
+    last, n_train, _ = atomic_dir(out, build, overwrite, marker=DEMO_MARKER)
     print(_summary(out, n_train, wandb))
     return last

@@ -21,7 +21,8 @@ from transformers.utils import logging as hf_logging
 from .batching import attention_mask_for, pad_batch
 from .data import DataError, atomic_dir, check_replaceable, remove_stale_temps, write_atomic
 from .generate import predict_rows
-from .model import ATTN_IMPLEMENTATIONS, load_model, param_counts, setup_for_training, tiny_llama
+from .model import (ATTN_IMPLEMENTATIONS, default_dtype, load_model, param_counts, setup_for_training,
+                             tiny_llama)
 from .split import read_jsonl
 from .tokenization import load_tokenizer
 from .tracking import WANDB_MODES, artifact_name, artifact_record, check_wandb, init_run, log_dir_artifact
@@ -443,13 +444,18 @@ def build_model(cfg:TrainConfig, tokenizer, manifest:dict, device, checkpoint:Pa
                            attn_implementation=cfg.attn_implementation, bos_token_id=tokenizer.bos_token_id,
                            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     else:
-        try: model = load_model(source, device=device, attn_implementation=cfg.attn_implementation)
+        dtype = torch.float32 if checkpoint else None  # a checkpoint holds fp32 master weights: keep them
+        try: model = load_model(source, device=device, dtype=dtype, attn_implementation=cfg.attn_implementation)
         except Exception as e:  # safetensors, config, hub errors alike: name the source
             raise DataError(f'{source}: cannot load the model ({str(e).splitlines()[0][:200]})') from None
     check_tokenizer(tokenizer, manifest, model, source if source and Path(source).is_dir() else None)
     compiled = device.type == 'cuda' if cfg.compile is None else cfg.compile
-    model = model.to(device)
-    return setup_for_training(model, cfg.n_freeze, cfg.freeze_embed, cfg.grad_checkpointing, compiled)
+    model = setup_for_training(model.to(device), cfg.n_freeze, cfg.freeze_embed, cfg.grad_checkpointing,
+                               compiled)
+    if checkpoint and cfg.model:  # frozen weights back to the dtype a fresh run loads them in (bf16 on a GPU)
+        for p in model.parameters():
+            if not p.requires_grad: p.data = p.data.to(default_dtype(device))
+    return model
 
 def step_batches(loader:DataLoader, grad_accum:int, start_step:int=0):
     "Lists of up to `grad_accum` micro-batches, one per optimizer step, epoch after epoch, from `start_step`."

@@ -503,9 +503,11 @@ def test_demo_overwrite_only_replaces_a_demo_folder(tmp_path):
 
 def test_demo_loss_falls(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv('WANDB_MODE', 'offline')
-    monkeypatch.setenv('WANDB_DIR', str(tmp_path))
+    monkeypatch.delenv('WANDB_DIR', raising=False)  # as scripts/demo.sh runs it: W&B's files go into the demo
     code, out, err = cli(capsys, 'demo', tmp_path/'demo', '--max-steps', 20)
     assert code == 0, err[-3000:]
+    assert len(list((tmp_path/'demo'/'wandb').glob('offline-run-*'))) == 1  # prepare's: was lost with a temp folder
+    assert len(list((tmp_path/'demo'/'run'/'wandb').glob('offline-run-*'))) == 1  # train's, in its run folder
     l = losses(tmp_path/'demo'/'run')
     assert sum(l[-5:]) / 5 < sum(l[:5]) / 5 - 0.5  # ln(1024) = 6.93 at the start
     assert (tmp_path/'demo'/'run'/'final'/'model.safetensors').exists()
@@ -554,3 +556,27 @@ def test_a_second_run_into_the_same_folder_is_refused(data, tmp_path):
     (tmp_path/'run'/'.lock').write_text('')
     train(cfg(data, tmp_path/'run', max_steps=1))  # a folder holding only a stale lock file counts as empty
     assert json.loads((tmp_path/'run'/RUN_MARKER).read_text())['status'] == 'finished'
+
+
+def test_resume_keeps_fp32_master_weights_where_frozen_layers_are_bf16(data, tmp_path, monkeypatch):
+    "On a GPU a checkpoint was loaded in bf16: the trainable fp32 weights were rounded, resume was not exact."
+    import alpaca_ft.model as M, alpaca_ft.train as T
+    from safetensors.torch import load_file
+    from alpaca_ft.model import save_tiny_model, setup_for_training
+    from alpaca_ft.tokenization import load_tokenizer
+    from transformers import AutoModelForCausalLM
+    save_tiny_model(tmp_path/'tiny', layers=2, hidden=64)
+    model = setup_for_training(AutoModelForCausalLM.from_pretrained(tmp_path/'tiny'), n_freeze=1)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad: p.add_(1e-4)  # fp32 values bf16 cannot hold
+            else: p.data = p.data.to(torch.bfloat16)  # frozen as a GPU run keeps them
+    model.save_pretrained(tmp_path/'ckpt')
+    saved = load_file(tmp_path/'ckpt'/'model.safetensors')
+    for mod in (M, T): monkeypatch.setattr(mod, 'default_dtype', lambda device: torch.bfloat16)  # as on a GPU
+    manifest, *_ = T.load_prepared(data)
+    c = cfg(data, tmp_path/'run', model=str(tmp_path/'tiny'), n_freeze=1)
+    got = T.build_model(c, load_tokenizer(manifest['tokenizer']), manifest, torch.device('cpu'), tmp_path/'ckpt')
+    for name, p in got.named_parameters():
+        assert p.dtype == (torch.float32 if p.requires_grad else torch.bfloat16), name
+        if p.requires_grad: assert torch.equal(p.data, saved[name]), name
