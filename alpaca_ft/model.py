@@ -45,7 +45,7 @@ def load_model(name:str|Path, device=None, dtype=None, attn_implementation:str='
     check_attn_implementation(attn_implementation)
     device = torch.device(device or default_device())
     kw = dict(dtype=dtype or default_dtype(device), attn_implementation=attn_implementation,
-              trust_remote_code=trust_remote_code, use_safetensors=None)
+              trust_remote_code=trust_remote_code, use_safetensors=True)
     try: model = AutoModelForCausalLM.from_pretrained(str(name), **kw)
     except (OSError, ValueError) as e:  # one line naming the model, for the CLI
         why = 'no causal LM in this folder' if Path(name).is_dir() else 'not a folder, nor a loadable hub id'

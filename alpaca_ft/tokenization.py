@@ -116,11 +116,8 @@ def _byte_decoder(tokenizer) -> dict|None:
     "For a byte-level BPE tokenizer, its printable stand-ins mapped back to bytes (GPT-2's byte map)."
     decoder = json.loads(tokenizer.backend_tokenizer.to_str()).get('decoder')
     if 'ByteLevel' not in json.dumps(decoder): return None
-    bs = [*range(ord('!'), ord('~') + 1), *range(ord('¡'), ord('¬') + 1), *range(ord('®'), ord('ÿ') + 1)]
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs: bs.append(b); cs.append(256 + n); n += 1
-    return {chr(c): b for b, c in zip(bs, cs)}
+    from transformers.convert_slow_tokenizer import bytes_to_unicode  # GPT-2's byte -> printable character
+    return {ch: b for b, ch in bytes_to_unicode().items()}
 
 def _token_bytes(piece:str, byte_decoder:dict|None) -> bytes:
     "The bytes a token stands for: byte-level BPE characters, SentencePiece's `▁` and `<0xE4>` byte tokens."
@@ -134,11 +131,16 @@ def token_groups(input_ids:list[int], tokenizer, breaks=()) -> list[tuple[list[i
     pieces, special = tokenizer.convert_ids_to_tokens(list(input_ids)), set(tokenizer.all_special_ids)
     bdec, out, i = _byte_decoder(tokenizer), [], 0
     while i < len(pieces):
-        if input_ids[i] in special: out.append(([i], pieces[i])); i += 1; continue
+        if input_ids[i] in special:
+            out.append(([i], pieces[i]))
+            i += 1
+            continue
         j, buf = i, b''
         while j < len(pieces) and (j == i or (input_ids[j] not in special and j not in breaks and j - i < 4)):
-            buf += _token_bytes(pieces[j], bdec); j += 1
-            try: text = buf.decode('utf-8'); break
-            except UnicodeDecodeError: text = buf.decode('utf-8', errors='replace')
-        out.append((list(range(i, j)), text)); i = j
+            buf += _token_bytes(pieces[j], bdec)
+            j += 1
+            text = buf.decode('utf-8', errors='replace')
+            if '\ufffd' not in text: break  # whole characters
+        out.append((list(range(i, j)), text))
+        i = j
     return out

@@ -412,9 +412,8 @@ def run_lock(run_dir:Path):
         except BlockingIOError:
             raise FileExistsError(f'{run_dir}: another alpaca_ft train is writing to it') from None
         try: yield
-        finally:
-            (run_dir/'.lock').unlink(missing_ok=True)
-            if made and not any(run_dir.iterdir()): run_dir.rmdir()  # failed before writing anything
+        finally:  # the lock file stays (deleting it would let two runs lock two files), unless nothing else is
+            if made and all(p.name == '.lock' for p in run_dir.iterdir()): shutil.rmtree(run_dir)
 
 def write_run_info(run_dir:Path, info:dict):
     "Write the marker `run.json` (atomically), stamped as made by alpaca_ft train."

@@ -32,7 +32,8 @@ def padding_share(lengths:list[int], batch_size:int=16) -> float:
     pad = total = 0
     for i in range(0, len(lengths), batch_size):
         b = lengths[i:i + batch_size]
-        pad += max(b) * len(b) - sum(b); total += max(b) * len(b)
+        pad += max(b) * len(b) - sum(b)
+        total += max(b) * len(b)
     return pad / total if total else 0.0
 
 def packing_table(examples:dict, max_seq_len:int, batch_size:int=16) -> pd.DataFrame:

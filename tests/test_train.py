@@ -551,9 +551,8 @@ def test_a_second_run_into_the_same_folder_is_refused(data, tmp_path):
         with pytest.raises(FileExistsError, match='another alpaca_ft train is writing to it'):
             train(cfg(data, tmp_path/'run'))
         assert [p.name for p in (tmp_path/'run').iterdir()] == ['.lock']  # the other run's lock, nothing else
-        (tmp_path/'run'/'.lock').unlink()  # as if it had died: its lock file stays, but nobody holds the lock
     (tmp_path/'run').mkdir(exist_ok=True)
-    (tmp_path/'run'/'.lock').write_text('')
+    (tmp_path/'run'/'.lock').write_text('')  # as if a run had died: its lock file stays, nobody holds the lock
     train(cfg(data, tmp_path/'run', max_steps=1))  # a folder holding only a stale lock file counts as empty
     assert json.loads((tmp_path/'run'/RUN_MARKER).read_text())['status'] == 'finished'
 
