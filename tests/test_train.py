@@ -501,11 +501,13 @@ def test_demo_overwrite_only_replaces_a_demo_folder(tmp_path):
     assert [p.name for p in (tmp_path/'mine').iterdir()] == ['notes.txt']
 
 
-def test_demo_loss_falls(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv('WANDB_MODE', 'offline')
-    monkeypatch.delenv('WANDB_DIR', raising=False)  # as scripts/demo.sh runs it: W&B's files go into the demo
-    code, out, err = cli(capsys, 'demo', tmp_path/'demo', '--max-steps', 20)
-    assert code == 0, err[-3000:]
+def test_demo_loss_falls(tmp_path):
+    "The command as scripts/demo.sh runs it, in its own process (W&B reads WANDB_DIR once per process)."
+    env = {k: v for k, v in ENV.items() if k != 'WANDB_DIR'}
+    p = subprocess.run([CLI, 'demo', str(tmp_path/'demo'), '--max-steps', '20', '--no-progress'],
+                       env={**env, 'WANDB_MODE': 'offline'}, capture_output=True, text=True, timeout=600)
+    out, err = p.stdout, p.stderr
+    assert p.returncode == 0, err[-3000:]
     assert len(list((tmp_path/'demo'/'wandb').glob('offline-run-*'))) == 1  # prepare's: was lost with a temp folder
     assert len(list((tmp_path/'demo'/'run'/'wandb').glob('offline-run-*'))) == 1  # train's, in its run folder
     l = losses(tmp_path/'demo'/'run')
