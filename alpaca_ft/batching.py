@@ -54,11 +54,14 @@ def flex_block_mask(position_ids:torch.Tensor):
     B, L = seg.shape
     return create_block_mask(same_example, B, None, L, L, device=seg.device)
 
-def attention_mask_for(position_ids:torch.Tensor, attn_implementation:str='sdpa', dtype=torch.float32):
-    "The block-diagonal causal mask of `position_ids` in the form `attn_implementation` takes."
+def _check_mask_form(attn_implementation:str):
     if attn_implementation not in MASK_FORMS:
         raise ValueError(f'no packed-sequence mask for attn_implementation={attn_implementation!r}; '
                          f'expected one of {list(MASK_FORMS)}')
+
+def attention_mask_for(position_ids:torch.Tensor, attn_implementation:str='sdpa', dtype=torch.float32):
+    "The block-diagonal causal mask of `position_ids` in the form `attn_implementation` takes."
+    _check_mask_form(attn_implementation)
     if attn_implementation == 'flex_attention': return flex_block_mask(position_ids)
     return for_attention(block_causal_mask(position_ids), attn_implementation, dtype)
 
@@ -76,9 +79,7 @@ def collate(batch:list[dict], pad_id:int, attn_implementation:str='sdpa', dtype=
 class Collator:
     "`collate` with its options bound: a `transformers.Trainer` `data_collator`, a `DataLoader` `collate_fn`."
     def __init__(self, pad_id:int, attn_implementation:str='sdpa', dtype=torch.float32):
-        if attn_implementation not in MASK_FORMS:
-            raise ValueError(f'no packed-sequence mask for attn_implementation={attn_implementation!r}; '
-                             f'expected one of {list(MASK_FORMS)}')
+        _check_mask_form(attn_implementation)
         self.pad_id, self.attn_implementation, self.dtype = pad_id, attn_implementation, dtype
 
     @classmethod

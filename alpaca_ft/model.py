@@ -11,6 +11,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 from transformers.utils import logging as hf_logging
+from .batching import MASK_FORMS
 from .tokenization import load_tokenizer
 
 # %% auto #0
@@ -19,7 +20,7 @@ __all__ = ['ATTN_IMPLEMENTATIONS', 'check_attn_implementation', 'default_device'
            'checkpoint_layers', 'setup_for_training', 'enable_checkpointing', 'saved_activation_bytes']
 
 # %% ../nbs/10_model.ipynb #cae97ef3
-ATTN_IMPLEMENTATIONS = ('sdpa', 'eager', 'flex_attention')
+ATTN_IMPLEMENTATIONS = MASK_FORMS  # the implementations batching can keep packed examples apart for
 
 def check_attn_implementation(name:str) -> str:
     "`name` if it is one of `ATTN_IMPLEMENTATIONS`, else a ValueError saying why."

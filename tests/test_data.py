@@ -112,22 +112,12 @@ def server():
         srv.server_close()
 
 
-def test_url_trickle_hits_the_overall_deadline(monkeypatch):
-    "A server sending a byte every few seconds was never given up on (only the per-read timeout applied)."
+@pytest.mark.parametrize('path', ['slow', 'dripheaders'])
+def test_url_dripping_hits_the_overall_deadline(monkeypatch, path):
+    "A server dripping its body or headers (read with only urlopen's per-read timeout) held prepare forever."
     monkeypatch.setattr(D, 'URL_DEADLINE', 0.5, raising=False)
     with server() as base:
-        url = f'{base}/slow/rows.jsonl'
-        _Handler.dripped_to_the_end.clear()
-        with pytest.raises(DataError, match='took longer than') as e: load_rows(url)
-        assert not _Handler.dripped_to_the_end.is_set()  # given up while the server was still dripping
-        assert url in str(e.value)
-
-
-def test_url_dripping_headers_hit_the_overall_deadline(monkeypatch):
-    "urlopen reads the headers with only the per-read timeout: a server dripping them held prepare forever."
-    monkeypatch.setattr(D, 'URL_DEADLINE', 0.5, raising=False)
-    with server() as base:
-        url = f'{base}/dripheaders/rows.jsonl'
+        url = f'{base}/{path}/rows.jsonl'
         _Handler.dripped_to_the_end.clear()
         with pytest.raises(DataError, match='took longer than') as e: load_rows(url)
         assert not _Handler.dripped_to_the_end.is_set()  # given up while the server was still dripping
