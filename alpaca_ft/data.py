@@ -48,7 +48,7 @@ def _fail(src, reason, line=None, row=None, err=DataError):
 
 # %% ../nbs/00_data.ipynb #116d0671
 class _LongInt:
-    "A JSON integer with more digits than Python's `int()` converts (4,300 by default): kept for `validate_row`."
+    "A JSON integer with more digits than `int()` converts (4,300 by default), kept for `validate_row`."
     def __init__(self, text:str): self.digits = len(text.lstrip('-'))
     def __repr__(self): return f'<integer of {self.digits:,} digits>'
 
@@ -138,7 +138,7 @@ def _loads(text:str, path, line=None):
     "`json.loads`, with integers too long for `int()` kept aside and too-deep nesting refused as bad input."
     try: return json.loads(text, parse_int=_parse_int)
     except RecursionError: pass  # handled outside the except block: the stack is unwound by then
-    _fail(path, 'JSON nested too deeply (thousands of levels); rows need only a few',
+    _fail(path, 'JSON nested too deeply to read (rows need only a few levels)',
           line=line if line is not None else _too_deep_line(text))
 
 def _read_json(path):
@@ -221,9 +221,9 @@ def _fetch(url:str, dest:Path, got:list, stop:threading.Event):
     except (OSError, ValueError) as e: _fail(url, f'cannot download: {e}')  # timeouts, resets, malformed URLs
 
 def download(url:str, dest:Path) -> Path:
-    "Download `url` to `dest` unless it stalls (`URL_MIN_RATE`, `URL_STALL_SECONDS`) or passes `URL_MAX_BYTES`."
-    # urlopen reads the status line and headers with only the per-read timeout, so a server that drips them never
-    # times out: the download runs in a thread, and this one checks its progress at the end of every stretch.
+    "Download `url` to `dest`; give up when it stalls (`URL_MIN_RATE`) or passes `URL_MAX_BYTES`."
+    # urlopen reads the status line and headers with only the per-read timeout, so a server that drips them
+    # never times out: the download runs in a thread, and this one checks its progress after every stretch.
     got, error, stop = [0], [], threading.Event()
     def fetch():
         try: _fetch(url, dest, got, stop)
@@ -286,7 +286,7 @@ def _umask() -> int:
     return mask
 
 def normal_path(path) -> Path:
-    "`path` as one absolute path: `~` expanded, symlinked folders on the way resolved, a symlink at the end kept."
+    "`path` made absolute: `~` expanded, symlinked folders on the way resolved, a symlink at the end kept."
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f'path must be a str or a path, got {type(path).__name__}')
     p = Path(os.path.expanduser(os.fspath(path)))
@@ -326,11 +326,12 @@ def _owner_gone(record) -> bool:
     "Whether owner `record` proves its writer ran here (host, boot, PID namespace) and has ended."
     me = owner_record()
     if not isinstance(record, dict) or record.get('made_by') != me['made_by']: return False
-    if any(me[k] is None or record.get(k) != me[k] for k in ('host', 'boot_id', 'pid_namespace')): return False
+    if any(me[k] is None or record.get(k) != me[k] for k in ('host', 'boot_id', 'pid_namespace')):
+        return False  # another host or container, or one that cannot say: not ours to judge
     pid, start = record.get('pid'), record.get('start')
     if type(pid) is not int or pid <= 0: return False
     if not _pid_alive(pid): return True
-    return start is not None and _start_time(pid) not in (None, start)  # the id now belongs to a newer process
+    return start is not None and _start_time(pid) not in (None, start)  # the id is a newer process's now
 
 def _read_owner(tmp:Path):
     "The owner record in temp folder `tmp`, or None: never follows a symlink, never blocks on a pipe."
@@ -342,7 +343,7 @@ def _read_owner(tmp:Path):
         except (OSError, ValueError): return None
 
 def remove_stale_temps(parent) -> list[Path]:
-    "Remove the temp folders in `parent` whose owner record proves their writer ran on this machine and is gone."
+    "Remove the temp folders in `parent` whose owner record proves their writer ran here and is gone."
     parent, removed = normal_path(parent), []
     if not parent.is_dir(): return removed
     for p in sorted(parent.iterdir()):

@@ -1,6 +1,6 @@
-"""Issue 18, data layer: downloads that stall, extreme but valid (or plainly bad) input named precisely, one path
-normalisation for checks and writers, and temps that name their owner so that only our own dead ones are removed.
-In-process and fast; each test fails on the code before issue 18."""
+"""Issue 18, data layer: downloads that stall, extreme but valid (or plainly bad) input named precisely,
+one path normalisation for checks and writers, and temps that name their owner so that only our own dead ones
+are removed. In-process and fast; each test fails on the code before issue 18."""
 from __future__ import annotations
 import codecs, csv, http.server, json, os, socket, subprocess, sys, threading, time
 from contextlib import contextmanager
@@ -34,7 +34,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return True
 
     def do_GET(self):
-        if self.path.startswith('/dripheaders'):  # the status line, then a header one byte every 0.1 s (6 s at most)
+        if self.path.startswith('/dripheaders'):  # the status line, then a header byte every 0.1 s (6 s max)
             self.wfile.write(b'HTTP/1.0 200 OK\r\n')
             if self._send(b'X-Slow: ' + b'a' * 59, 0.1, 60): _Handler.finished.set()
             return
@@ -70,7 +70,7 @@ def server():
 def test_a_dripping_url_is_given_up_as_stalled(monkeypatch, path):
     "A byte every few seconds kept a download going until the fixed 30-minute URL_DEADLINE."
     monkeypatch.setattr(D, 'URL_STALL_SECONDS', 0.5, raising=False)
-    monkeypatch.setattr(D, 'URL_MIN_RATE', 200, raising=False)  # 100 bytes per 0.5 s; the server sends 5 or so
+    monkeypatch.setattr(D, 'URL_MIN_RATE', 200, raising=False)  # 100 bytes per 0.5 s; the server sends ~5
     with server() as base:
         url = f'{base}/{path}/rows.jsonl'
         _Handler.finished.clear()
@@ -80,7 +80,7 @@ def test_a_dripping_url_is_given_up_as_stalled(monkeypatch, path):
 
 
 def test_a_slow_steady_download_is_not_cut_by_a_fixed_deadline(monkeypatch):
-    "A fixed deadline cuts a big download on a slow link however steadily it arrives: the limit scales with size."
+    "A fixed deadline cuts a big download on a slow link however steadily it comes: the limit grows with size."
     monkeypatch.setattr(D, 'URL_DEADLINE', 0.3, raising=False)  # the old fixed deadline, were it still used
     monkeypatch.setattr(D, 'URL_STALL_SECONDS', 0.3, raising=False)
     monkeypatch.setattr(D, 'URL_MIN_RATE', 10, raising=False)  # 3 bytes per 0.3 s; the server sends ~150
@@ -119,7 +119,8 @@ def test_utf16_and_utf32_files_with_a_bom_are_read(tmp_path, encoding, ext):
     rows = [ROW, {'instruction': 'Übersetze: 猫', 'input': 'ctx', 'output': 'Katze 🐈'}]
     if ext == 'jsonl': text = ''.join(json.dumps(r, ensure_ascii=False) + '\n' for r in rows)
     elif ext == 'json': text = json.dumps(rows, ensure_ascii=False, indent=1)
-    else: text = 'instruction,input,output\r\n' + ''.join(f'{r["instruction"]},{r["input"]},{r["output"]}\r\n' for r in rows)
+    else: text = 'instruction,input,output\r\n' + ''.join(
+        f'{r["instruction"]},{r["input"]},{r["output"]}\r\n' for r in rows)
     bom = {'utf-16-le': codecs.BOM_UTF16_LE, 'utf-16-be': codecs.BOM_UTF16_BE}.get(encoding, b'')
     p = tmp_path/f'rows.{ext}'
     p.write_bytes(bom + text.encode(encoding))  # 'utf-16' and 'utf-32' write their own BOM
@@ -129,7 +130,7 @@ def test_utf16_and_utf32_files_with_a_bom_are_read(tmp_path, encoding, ext):
 def test_utf16_without_a_bom_and_broken_utf16_are_named(tmp_path):
     p = tmp_path/'nobom.jsonl'
     p.write_bytes((json.dumps(ROW) + '\n').encode('utf-16-le'))
-    with pytest.raises(DataError, match=r'nobom\.jsonl: this looks like UTF-16 text without a byte-order mark'):
+    with pytest.raises(DataError, match=r'nobom\.jsonl: this looks like UTF-16 text without a byte-order'):
         load_rows(p)
     q = tmp_path/'broken.jsonl'  # a lone surrogate on line 2
     q.write_bytes(codecs.BOM_UTF16_LE + (json.dumps(ROW) + '\n').encode('utf-16-le') + b'\x00\xd8a\x00\n\x00')
@@ -150,8 +151,8 @@ def test_a_5000_digit_integer_names_the_file_line_and_field(tmp_path, ext):
     else:
         p.write_text('[' + json.dumps(ROW) + ',\n{"instruction": "x", "output": -' + big + '}]')
         where = r'row 1'
-    with pytest.raises(DataError, match=rf"big\.{ext}, {where}: field 'output' must be a string, got an integer "
-                                        r'of 5,000 digits'):
+    with pytest.raises(DataError, match=rf"big\.{ext}, {where}: field 'output' must be a string, "
+                                        r'got an integer of 5,000 digits'):
         load_rows(p)
     ok = tmp_path/f'id.{ext}'  # in a field the rows do not use, it is no reason to refuse the row
     line = json.dumps(ROW)[:-1] + ', "id": ' + big + '}'
@@ -177,7 +178,7 @@ def test_a_chat_row_with_a_blank_answer_is_skipped_and_named(tmp_path):
                                                    {'role': 'assistant', 'content': answer}]}
     p = tmp_path/'chat.jsonl'
     p.write_text(''.join(json.dumps(r) + '\n' for r in (chat('Hello'), chat(' \n\t'), chat('Yes', user=' '))))
-    with pytest.raises(EmptyField, match=r"chat\.jsonl, line 2: the assistant's answer \(the last message\) is empty"):
+    with pytest.raises(EmptyField, match=r"chat\.jsonl, line 2: the assistant's answer \(the last message\)"):
         load_rows(p)
     invalid = []
     assert load_rows(p, invalid=invalid) == [chat('Hello')]  # as a blank Alpaca output: dropped and counted
@@ -199,8 +200,8 @@ def test_checks_and_writers_take_every_spelling_of_a_path(tmp_path, monkeypatch,
     (tmp_path/'link').symlink_to(home)
     monkeypatch.setenv('HOME', str(home))
     monkeypatch.chdir(home/'work')
-    name = {'home': '~/out', 'relative': '../out', 'absolute': str(home/'out'), 'symlinked': str(tmp_path/'link'/'out')}
-    out = name[spelling]
+    out = {'home': '~/out', 'relative': '../out', 'absolute': str(home/'out'),
+           'symlinked': str(tmp_path/'link'/'out')}[spelling]
     assert D.normal_path(out) == home.resolve()/'out'
     D.atomic_dir(out, _stamp)
     assert (home/'out'/'manifest.json').exists()
@@ -249,7 +250,8 @@ def test_atomic_dir_puts_the_old_folder_back_when_the_swap_fails(tmp_path, monke
         if self.name == 'new' and Path(target) == out: raise OSError(28, 'No space left on device')
         return real(self, target)
     monkeypatch.setattr(Path, 'rename', rename)
-    with pytest.raises(OSError, match='No space left'): D.atomic_dir(out, lambda t: _stamp(t, 2), overwrite=True)
+    with pytest.raises(OSError, match='No space left'):
+        D.atomic_dir(out, lambda t: _stamp(t, 2), overwrite=True)
     assert '"v": 1' in (out/'manifest.json').read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ['out']
 
@@ -285,7 +287,8 @@ def _fake(parent:Path, name:str, **change) -> Path:
     "A temp folder whose owner record is a dead writer's, with `change` applied."
     p = parent/f'.out.tmp-{name}'
     p.mkdir()
-    dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True, text=True)
+    dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True,
+                          text=True)
     record = {**D.owner_record(), 'pid': int(dead.stdout), 'temp': p.name, **change}
     (p/D.OWNER_FILE).write_text(json.dumps(record))
     (p/'model.safetensors').write_bytes(b'0' * 100)
@@ -312,7 +315,8 @@ def test_temps_of_other_hosts_boots_and_containers_survive(tmp_path):
 
 def test_a_folder_alpaca_ft_never_made_survives_whatever_its_name(tmp_path):
     "The name pattern alone (and a dead PID in it) was enough to delete a folder."
-    dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True, text=True)
+    dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True,
+                          text=True)
     pid = int(dead.stdout)
     names = [f'.out.tmp-{pid}-abcd1234', '.out.tmp-abcd1234', f'.final.old-{pid}-k2j4h5g6']
     for n in names:
