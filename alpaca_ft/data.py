@@ -198,7 +198,7 @@ URL_MAX_BYTES = 4 * 2**30      # bytes a download may have
 
 def _fetch(url:str, dest:Path, got:list, stop:threading.Event):
     "Download `url` to `dest`, adding to `got[0]` the bytes received; return early when `stop` is set."
-    import urllib.error
+    import http.client, urllib.error
     try:
         with urllib.request.urlopen(url, timeout=URL_TIMEOUT) as r:
             if stop.is_set(): return
@@ -219,6 +219,8 @@ def _fetch(url:str, dest:Path, got:list, stop:threading.Event):
     except urllib.error.HTTPError as e: _fail(url, f'cannot download: HTTP {e.code} {e.reason}')
     except urllib.error.URLError as e: _fail(url, f'cannot download: {e.reason}')
     except (OSError, ValueError) as e: _fail(url, f'cannot download: {e}')  # timeouts, resets, malformed URLs
+    except http.client.HTTPException as e:  # not HTTP: a bad status line, a header line too long, ...
+        _fail(url, f'cannot download: not a valid HTTP response ({type(e).__name__}: {e})')
 
 def download(url:str, dest:Path) -> Path:
     "Download `url` to `dest`; give up when it stalls (`URL_MIN_RATE`) or passes `URL_MAX_BYTES`."
@@ -231,15 +233,16 @@ def download(url:str, dest:Path) -> Path:
     worker = threading.Thread(target=fetch, name=f'download {url}', daemon=True)
     since, at_start = time.monotonic(), 0
     worker.start()
-    while True:
-        worker.join(max(0.0, since + URL_STALL_SECONDS - time.monotonic()))
-        if not worker.is_alive(): break
-        now, n = time.monotonic(), got[0]
-        if n - at_start < URL_MIN_RATE * (now - since):
-            stop.set()  # the thread stops at its next byte; a stalled one is left to its socket timeout
-            _fail(url, f'download stalled: {n - at_start:,} bytes in {now - since:.0f} s, under '
-                       f'{URL_MIN_RATE:,} bytes/s (URL_MIN_RATE, URL_STALL_SECONDS); stopped')
-        since, at_start = now, n
+    try:
+        while True:
+            worker.join(max(0.0, since + URL_STALL_SECONDS - time.monotonic()))
+            if not worker.is_alive(): break
+            now, n = time.monotonic(), got[0]
+            if n - at_start < URL_MIN_RATE * (now - since):
+                _fail(url, f'download stalled: {n - at_start:,} bytes in {now - since:.0f} s, under '
+                           f'{URL_MIN_RATE:,} bytes/s (URL_MIN_RATE, URL_STALL_SECONDS); stopped')
+            since, at_start = now, n
+    finally: stop.set()  # given up or interrupted: the thread stops at its next byte (or its socket timeout)
     if error: raise error[0]
     return dest
 

@@ -38,6 +38,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(b'HTTP/1.0 200 OK\r\n')
             if self._send(b'X-Slow: ' + b'a' * 59, 0.1, 60): _Handler.finished.set()
             return
+        if self.path.startswith('/nothttp'):  # not an HTTP response at all
+            self.wfile.write(b'SSH-2.0-OpenSSH_9.6\r\n')
+            return
         if self.path.startswith('/short'):  # says 10,000 bytes, sends fewer and closes
             self.send_response(200)
             self.send_header('Content-Length', '10000')
@@ -80,12 +83,20 @@ def test_a_dripping_url_is_given_up_as_stalled(monkeypatch, path):
 
 
 def test_a_slow_steady_download_is_not_cut_by_a_fixed_deadline(monkeypatch):
-    "A fixed deadline cuts a big download on a slow link however steadily it comes: the limit grows with size."
+    "A fixed deadline cuts a big download on slow links however steadily it comes: the limit grows with size."
     monkeypatch.setattr(D, 'URL_DEADLINE', 0.3, raising=False)  # the old fixed deadline, were it still used
     monkeypatch.setattr(D, 'URL_STALL_SECONDS', 0.3, raising=False)
     monkeypatch.setattr(D, 'URL_MIN_RATE', 10, raising=False)  # 3 bytes per 0.3 s; the server sends ~150
     with server() as base:
         assert load_rows(f'{base}/steady/rows.jsonl') == [ROW] * 40  # about 2 s: several stretches
+
+
+def test_a_server_that_does_not_speak_http_is_named():
+    "http.client's BadStatusLine is not an OSError: it escaped as an internal error."
+    with server() as base:
+        url = f'{base}/nothttp/rows.jsonl'
+        with pytest.raises(DataError, match='not a valid HTTP response') as e: load_rows(url)
+        assert str(e.value).startswith(url)
 
 
 def test_a_download_cut_short_is_named():
