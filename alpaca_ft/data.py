@@ -170,16 +170,20 @@ def _read_csv(path):
         finally: csv.field_size_limit(old)
 
 def _csv_records(path, text:str):
-    reader = csv.DictReader(io.StringIO(text, newline=''))
-    records = []
+    # strict: a quote left open at the end of the file (a file cut short) or text after a closing quote is an
+    # error, not a cell that silently swallows the rest of the file
+    reader = csv.DictReader(io.StringIO(text, newline=''), strict=True)
+    records, last = [], 0
     try:
+        if reader.fieldnames is not None: last = reader.line_num  # the header's last line
         for row in reader:
             if None in row:  # DictReader's place for cells beyond the header
                 n_columns = len(reader.fieldnames)
                 _fail(path, f'{len(row[None])} more cell(s) than the header has columns ({n_columns})',
                       line=reader.line_num)
             records.append((row, {'line': reader.line_num}))
-    except csv.Error as e: _fail(path, f'not valid CSV: {e}', line=reader.line_num + 1)
+            last = reader.line_num
+    except csv.Error as e: _fail(path, f'not valid CSV: {e}', line=last + 1)  # where the bad row starts
     return records
 
 def _read_parquet(path):

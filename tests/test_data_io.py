@@ -183,6 +183,19 @@ def test_a_valid_csv_with_a_200000_character_field_is_read(tmp_path):
     assert csv.field_size_limit() == limit  # the process-wide setting is put back
 
 
+def test_a_csv_cut_short_inside_a_quoted_cell_is_named(tmp_path):
+    "The open quote swallowed the rest of the file into one cell, and the row was kept."
+    p = tmp_path/'cut.csv'
+    p.write_text('instruction,input,output\nAdd.,,4\nSay,,"it was cut\nhere,,x\n', encoding='utf-8')
+    with pytest.raises(DataError, match=r'cut\.csv, line 3: not valid CSV: unexpected end of data'): load_rows(p)
+    q = tmp_path/'quote.csv'
+    q.write_text('instruction,input,output\nAdd.,,"4"2\n', encoding='utf-8')
+    with pytest.raises(DataError, match=r"quote\.csv, line 2: not valid CSV: ',' expected after"): load_rows(q)
+    ok = tmp_path/'ok.csv'  # quotes inside a cell, doubled quotes, CRLF: valid, read as written
+    ok.write_text('instruction,input,output\r\nSay "hi",,"a ""b""\r\nc"\r\n', encoding='utf-8', newline='')
+    assert load_rows(ok) == [{'instruction': 'Say "hi"', 'input': '', 'output': 'a "b"\r\nc'}]
+
+
 def test_a_chat_row_with_a_blank_answer_is_skipped_and_named(tmp_path):
     "Was kept as a training row with nothing to learn."
     chat = lambda answer, user='Hi': {'messages': [{'role': 'user', 'content': user},
