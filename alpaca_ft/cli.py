@@ -4,7 +4,7 @@
 
 # %% ../nbs/20_cli.ipynb #fd6ea97d
 from __future__ import annotations
-import argparse, dataclasses, json, signal, sys, traceback, typing
+import argparse, dataclasses, json, os, signal, sys, threading, traceback, typing
 from pathlib import Path
 from .data import DataError
 from .tracking import WANDB_MODES
@@ -20,7 +20,10 @@ def _one_line(s:str, limit:int=800) -> str:
 
 def error_message(e:BaseException, out=None) -> tuple[int, str]:
     "Exit code and one-line message for `e` (`out`: the output folder, named when an OSError names no file)."
-    if isinstance(e, KeyboardInterrupt): return 130, 'interrupted'
+    seen = []  # an error raised while an interrupt unwinds (a worker pool's clean-up) is the interrupt
+    while e is not None and e not in seen: seen, e = seen + [e], e.__context__
+    e = seen[0]
+    if any(isinstance(x, KeyboardInterrupt) for x in seen): return 130, 'interrupted'
     if isinstance(e, OSError) and e.strerror:  # a full disk, a permission, a missing file: name the file
         files = [str(f) for f in (e.filename, e.filename2) if f is not None]
         where = ' -> '.join(files) if files else f'while writing {out}' if out is not None else ''
@@ -211,14 +214,35 @@ def parser(command:str|None=None) -> argparse.ArgumentParser:
     for p in sub.choices.values(): _common(p)
     return ap
 
-def _interrupt(signum, frame): raise KeyboardInterrupt  # SIGTERM (a scheduler, `docker stop`) as Ctrl-C
+_MAIN_PID = os.getpid()
+
+def _in_finaliser(frame) -> bool:
+    "Whether `frame` runs inside a finaliser (`__del__`, a weakref callback), where an exception is lost."
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name in ('__del__', '_exitfunc') or code.co_filename.endswith('weakref.py'): return True
+        frame = frame.f_back
+    return False
+
+def _interrupt(signum, frame):
+    "SIGTERM (a scheduler, `docker stop`) and SIGINT as Ctrl-C, raised only where it is not lost or harmful."
+    if os.getpid() != _MAIN_PID:  # a forked worker (a pool's): stop as the signal's default does
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    if _in_finaliser(frame):  # raised there, it would be printed and dropped: deliver it again just after
+        threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+        return
+    raise KeyboardInterrupt
 
 def main(argv:list[str]|None=None) -> int:
     "Entry point of the `alpaca_ft` command; returns the exit code."
     argv = sys.argv[1:] if argv is None else list(argv)
     command, a = next((x for x in argv if x in COMMANDS), None), None
-    try: old_term = signal.signal(signal.SIGTERM, _interrupt)
-    except ValueError: old_term = None  # not the main thread: leave signals alone
+    global _MAIN_PID
+    _MAIN_PID = os.getpid()
+    try: old = {s: signal.signal(s, _interrupt) for s in (signal.SIGTERM, signal.SIGINT)}
+    except ValueError: old = {}  # not the main thread: leave signals alone
     try:
         a = parser(command or '').parse_args(argv)  # no command (--help): list them, import nothing
         COMMANDS[a.command][1](a)
@@ -230,7 +254,7 @@ def main(argv:list[str]|None=None) -> int:
         print(f"alpaca_ft{' ' + command if command else ''}: error: {msg}", file=sys.stderr)
         return code
     finally:
-        if old_term is not None: signal.signal(signal.SIGTERM, old_term)
+        for s, h in old.items(): signal.signal(s, signal.SIG_DFL if h is None else h)
     return 0
 
 # %% ../nbs/20_cli.ipynb #f8f29a98

@@ -5,16 +5,16 @@
 # %% ../nbs/00_data.ipynb #0d35745f
 from __future__ import annotations
 import codecs, csv, importlib.resources, io, json, os, re, shutil, socket, stat, sys, tempfile, threading
-import time, urllib.request
+import errno, time, urllib.request
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['ASSETS', 'SAMPLE_DATA', 'READERS', 'URL_TIMEOUT', 'URL_STALL_SECONDS', 'URL_MIN_RATE', 'URL_MAX_BYTES', 'OWNER_FILE',
-           'shared_dir', 'shared_path', 'DataError', 'EmptyField', 'validate_row', 'download', 'load_rows',
-           'normal_path', 'owner_record', 'remove_stale_temps', 'owned_temp', 'write_atomic', 'made_by_alpaca_ft',
-           'check_replaceable', 'atomic_dir']
+           'DISK_FULL_BYTES', 'shared_dir', 'shared_path', 'DataError', 'EmptyField', 'validate_row', 'download',
+           'load_rows', 'normal_path', 'owner_record', 'remove_stale_temps', 'owned_temp', 'write_atomic',
+           'made_by_alpaca_ft', 'check_replaceable', 'disk_full', 'atomic_dir']
 
 # %% ../nbs/00_data.ipynb #9ed05ff1
 ASSETS = Path(str(importlib.resources.files('alpaca_ft')))/'assets'
@@ -408,6 +408,14 @@ def _normal_permissions(folder:Path):
     for p in folder.rglob('*'):
         if not p.is_symlink(): os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
 
+DISK_FULL_BYTES = 16 << 20  # a write that failed with less than this left is taken as a full disk
+
+def disk_full(folder, e:BaseException|None=None) -> bool:
+    "Whether error `e` (raised while writing in `folder`) is, or may well be, the disk being full."
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC: return True
+    try: return shutil.disk_usage(folder).free < DISK_FULL_BYTES
+    except OSError: return False
+
 def atomic_dir(out, build, overwrite:bool=False, marker:str|None='manifest.json'):
     "Fill a temp folder beside `out` with `build(tmp)`, then put it in place of `out`; returns its result."
     shown, out = out, normal_path(out)
@@ -417,7 +425,10 @@ def atomic_dir(out, build, overwrite:bool=False, marker:str|None='manifest.json'
     with owned_temp(out.parent, out.name) as tmp:
         new, old = tmp/'new', tmp/'old'
         new.mkdir()
-        result = build(new)  # everything that can fail runs before `out` is touched
+        try: result = build(new)  # everything that can fail runs before `out` is touched
+        except Exception as e:  # torch and safetensors report a full disk in words of their own
+            if disk_full(new, e): raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(shown)) from e
+            raise
         _normal_permissions(new)
         if out.exists() or out.is_symlink():
             check_replaceable(out, overwrite, marker)  # again: it may have appeared while `build` ran

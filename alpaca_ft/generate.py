@@ -11,13 +11,23 @@ from .data import DataError
 from .prompts import render
 
 # %% auto #0
-__all__ = ['generate', 'predict_rows', 'generate_answer']
+__all__ = ['check_context', 'generate', 'predict_rows', 'generate_answer']
 
 # %% ../nbs/11_generate.ipynb #bc27afe7
+def check_context(model, tokenizer, prompts:list[str], max_new_tokens:int):
+    "Raise a ValueError when the longest of `prompts` plus `max_new_tokens` is more than the model's context."
+    context = getattr(model.config, 'max_position_embeddings', None)
+    if not context: return
+    longest = max((len(ids) for ids in tokenizer(list(prompts))['input_ids']), default=0)
+    if longest + max_new_tokens > context:
+        raise ValueError(f'a prompt of {longest} tokens + max_new_tokens={max_new_tokens} is more than the '
+                         f"model's context ({context} tokens): shorten the prompt or lower max_new_tokens")
+
 @torch.no_grad()
 def generate(model, tokenizer, prompts:list[str], max_new_tokens:int=256, batch_size:int=8,
              progress:bool=False) -> list[str]:
     "Greedy completions of `prompts` (response text only), stopping at EOS."
+    check_context(model, tokenizer, prompts, max_new_tokens)  # before any work
     model.eval()
     side, tokenizer.padding_side = tokenizer.padding_side, 'left'
     out = []
@@ -59,11 +69,7 @@ def generate_answer(model_path:str|Path, instruction:str|None=None, input:str=''
     hf_logging.disable_progress_bar()  # a one-line answer needs no 'Loading weights' bar
     if (instruction is None) == (prompt is None): raise ValueError('give either an instruction or a prompt')
     if max_new_tokens < 1: raise ValueError(f'max_new_tokens must be >= 1, got {max_new_tokens}')
-    tok, model = _load(model_path, device)
-    context = getattr(model.config, 'max_position_embeddings', None)
-    if context and max_new_tokens > context:
-        raise ValueError(f"max_new_tokens={max_new_tokens} is more than the model's context "
-                         f"({context} tokens)")
+    tok, model = _load(model_path, device)  # `generate` checks prompt + max_new_tokens against the context
     row = {'instruction': instruction, 'input': input, 'output': ''}
     text = prompt if prompt is not None else render(row)[0]
     return generate(model, tok, [text], max_new_tokens)[0]

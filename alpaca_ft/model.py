@@ -16,9 +16,10 @@ from .tokenization import load_tokenizer
 from .smollm2 import resolve_model
 
 # %% auto #0
-__all__ = ['ATTN_IMPLEMENTATIONS', 'check_attn_implementation', 'default_device', 'default_dtype', 'load_model', 'param_counts',
-           'tiny_config', 'tiny_llama', 'save_tiny_model', 'freeze', 'backward_layers', 'count_layer_passes',
-           'checkpoint_layers', 'setup_for_training', 'enable_checkpointing', 'saved_activation_bytes']
+__all__ = ['ATTN_IMPLEMENTATIONS', 'check_attn_implementation', 'default_device', 'default_dtype', 'load_model', 'check_loaded',
+           'param_counts', 'tiny_config', 'tiny_llama', 'save_tiny_model', 'freeze', 'backward_layers',
+           'count_layer_passes', 'checkpoint_layers', 'setup_for_training', 'enable_checkpointing',
+           'saved_activation_bytes']
 
 # %% ../nbs/10_model.ipynb #cae97ef3
 ATTN_IMPLEMENTATIONS = MASK_FORMS  # the implementations batching can keep packed examples apart for
@@ -49,12 +50,25 @@ def load_model(name:str|Path, device=None, dtype=None, attn_implementation:str='
     device = torch.device(device or default_device())
     kw = dict(dtype=dtype or default_dtype(device), attn_implementation=attn_implementation,
               trust_remote_code=trust_remote_code, use_safetensors=True)
-    try: model = AutoModelForCausalLM.from_pretrained(str(name), **kw)
+    try: model, info = AutoModelForCausalLM.from_pretrained(str(name), output_loading_info=True, **kw)
     except (OSError, ValueError) as e:  # one line naming the model, for the CLI
         why = 'no causal LM in this folder' if Path(name).is_dir() else 'not a folder, nor a loadable hub id'
         msg = f'{name}: {why}: {str(e).splitlines()[0]}'
         raise (ValueError(msg) if isinstance(e, ValueError) else OSError(msg)) from e
+    check_loaded(name, info)
     return model.to(device)
+
+def check_loaded(name, info:dict):
+    "Refuse weights that do not match the model: missing tensors would start at random, unexpected be lost."
+    def few(keys):
+        keys = sorted(k if isinstance(k, str) else str(k[0]) for k in keys)  # mismatched: (key, shapes...)
+        return ', '.join(keys[:5]) + (f' and {len(keys) - 5} more' if len(keys) > 5 else '')
+    kinds = ('missing_keys', 'unexpected_keys', 'mismatched_keys')
+    problems = [f'{k.replace("_keys", "")} tensors {few(info[k])}' for k in kinds if info.get(k)]
+    if problems:
+        files = sorted(p.name for p in Path(name).glob('*.safetensors')) if Path(name).is_dir() else []
+        where = Path(name)/files[0] if len(files) == 1 else name
+        raise ValueError(f'{where}: does not match the model of its config.json: {"; ".join(problems)}')
 
 def param_counts(model) -> dict:
     "Total and trainable parameters."

@@ -11,7 +11,8 @@ import datasets
 import matplotlib.pyplot as plt
 import pandas as pd
 from tqdm.auto import tqdm
-from .data import SAMPLE_DATA, DataError, atomic_dir, check_replaceable, load_rows, write_atomic
+from .data import (SAMPLE_DATA, DataError, atomic_dir, check_replaceable, load_rows, normal_path,
+                            write_atomic)
 from .prompts import render
 from .tokenization import TINY_TOKENIZER, load_tokenizer, tokenize_examples
 from .split import split_indices, write_jsonl
@@ -260,7 +261,7 @@ def _save_plots(folder:Path, examples:dict, packs:datasets.Dataset, max_seq_len:
     (folder/'example.html').write_text(html, encoding='utf-8')
 
 def write_output(out, manifest:dict, splits:dict, examples:dict, packed:dict, tokenizer,
-                 overwrite:bool=False) -> dict:
+                 overwrite:bool=False, before_commit=None) -> dict:
     "Write the packed splits, their raw rows, plots and `manifest` (with `fingerprint`) to `out`, atomically."
     def build(tmp:Path):
         for name, packs in packed.items():
@@ -269,6 +270,7 @@ def write_output(out, manifest:dict, splits:dict, examples:dict, packed:dict, to
         _save_plots(tmp/'plots', examples['train'], packed['train'], manifest['max_seq_len'], tokenizer)
         manifest['fingerprint'] = fingerprint(tmp)
         write_atomic(tmp/'manifest.json', json.dumps(manifest, indent=2, ensure_ascii=False) + '\n')
+        if before_commit is not None: before_commit(tmp)  # W&B logging: what can fail, before `out` exists
         return manifest
     return atomic_dir(out, build, overwrite)
 
@@ -310,13 +312,14 @@ def verify_fingerprint(data_dir, manifest:dict|None=None) -> str:
     return found
 
 # %% ../nbs/08_prepare.ipynb #57edeb2e
-def log_packed(run, out:Path, manifest:dict, splits:dict, raw_artifact=None):
-    "Log the split tables and folder `out` as the packed artifact; write both artifacts' names into `out`."
+def log_packed(run, out:Path, manifest:dict, splits:dict, raw_artifact=None, name:str|None=None):
+    "Log the split tables and folder `out` as the packed artifact named after `name` (default: `out`'s)."
     if run is None: return None
     settings = {k: v for k, v in manifest.items() if k not in ('rows', 'splits')}
     run.config.update(settings, allow_val_change=True)
     log_tables(run, {f'{name}_dataset': pd.DataFrame(rows) for name, rows in splits.items()})
-    art = log_dir_artifact(run, out, artifact_name(f'{Path(out).resolve().name}_packed'), metadata=manifest,
+    name = name or Path(out).resolve().name
+    art = log_dir_artifact(run, out, artifact_name(f'{name}_packed'), metadata=manifest,
                            description='Alpaca-style data, tokenized and packed by alpaca_ft prepare')
     record = {**artifact_record(art, run), 'raw': artifact_record(raw_artifact, run)}
     write_atomic(Path(out)/'wandb_artifact.json', json.dumps(record, indent=2) + '\n')
@@ -358,6 +361,7 @@ def prepare(
     if isinstance(data, (str, os.PathLike)): data = [data]  # one source
     check_options(data, out, tokenizer, max_seq_len, eval_size, seed, pack_strategy, template, overlong,
                   num_proc, wandb, overwrite)
+    check_wandb(wandb, wandb_project)
     rows, sources, invalid = load_sources(data, template)
     tok = load_data_tokenizer(tokenizer)
     settings = {'template': template, 'max_seq_len': max_seq_len, 'overlong': overlong, 'pack': pack_strategy,
@@ -372,8 +376,8 @@ def prepare(
             packed = pack_splits(examples, max_seq_len, pack_strategy, progress)
             manifest = make_manifest(sources, tok, settings, len(rows) + len(invalid),
                                      {'invalid': len(invalid), **counts}, examples, packed)
-            write_output(out, manifest, splits, examples, packed, tok, overwrite)
-            log_packed(run, out, manifest, splits, raw)
+            log = lambda tmp: log_packed(run, tmp, manifest, splits, raw, name=normal_path(out).name)
+            write_output(out, manifest, splits, examples, packed, tok, overwrite, before_commit=log)
     finally:
         if run is not None: run.finish()
     if verbose:

@@ -31,9 +31,15 @@ def _has_wandb_key() -> bool:
 WANDB_MODES = ('offline', 'online', 'disabled')
 TABLE_ROWS = 10_000  # rows per W&B Table at most (52,000 rows take some 6 s to build); artifacts hold all
 
-def check_wandb(mode:str):
-    "Check a W&B `mode` before any work starts: a known mode, and for `online` an API key to log in with."
+def check_wandb(mode:str, project:str|None=None):
+    "Check a W&B `mode` (and `project` name) before any work: a known mode, for `online` an API key."
     if mode not in WANDB_MODES: raise ValueError(f'wandb mode must be one of {WANDB_MODES}, got {mode!r}')
+    if project is not None and mode != 'disabled':  # W&B's own rule for names, not a copy of it
+        import wandb
+        try: wandb.Settings(project=project)
+        except Exception as e:
+            first = ' '.join(str(e).split())[:300]
+            raise ValueError(f'wandb_project {project!r} is not a W&B project name ({first})') from None
     if mode == 'online' and not _has_wandb_key():
         raise ValueError('wandb online needs an API key: run `wandb login` or set WANDB_API_KEY '
                          '(or log offline, the default, and upload later with `wandb sync`)')

@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_train.ipynb #9316ac63
 from __future__ import annotations
-import contextlib, json, math, os, random, re, shutil, time
+import contextlib, json, logging, math, os, random, re, shutil, signal, threading, time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from functools import partial
@@ -19,8 +19,10 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 from .batching import attention_mask_for, pad_batch
-from .data import DataError, atomic_dir, check_replaceable, remove_stale_temps, write_atomic
-from .generate import predict_rows
+from .data import (DataError, atomic_dir, check_replaceable, normal_path, remove_stale_temps,
+                            write_atomic)
+from .generate import check_context, predict_rows
+from .prompts import render
 from .model import (ATTN_IMPLEMENTATIONS, default_dtype, load_model, param_counts, setup_for_training,
                              tiny_llama)
 from .split import read_jsonl
@@ -28,13 +30,14 @@ from .tokenization import load_tokenizer
 from .tracking import WANDB_MODES, artifact_name, artifact_record, check_wandb, init_run, log_dir_artifact
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'STEP_SUMS', 'RUN_MARKER', 'TrainConfig', 'check_config', 'load_prepared', 'check_tokenizer',
+__all__ = ['PRECISIONS', 'STEP_SUMS', 'RUN_MARKER', 'REPLACED', 'TrainConfig', 'check_config', 'load_prepared', 'check_tokenizer',
            'token_loss', 'step_grads', 'pack_isolation_error', 'build_optimizer', 'build_scheduler', 'lr_schedule_plot',
-           'checkpoint_step', 'list_checkpoints', 'latest_checkpoint', 'prune_checkpoints', 'save_checkpoint',
-           'read_checkpoint', 'find_checkpoint', 'run_identity', 'check_same_run', 'autocast_dtype', 'device_ids',
-           'init_distributed', 'evaluate', 'check_run_dir', 'run_lock', 'write_run_info', 'build_data', 'build_model',
-           'step_batches', 'train_step', 'should_eval', 'should_save', 'log_step', 'resume', 'start_tracking', 'finish',
-           'log_metrics', 'sample_answers', 'fit', 'train']
+           'checkpoint_step', 'list_checkpoints', 'latest_checkpoint', 'prune_checkpoints', 'NonFiniteError',
+           'check_finite', 'save_checkpoint', 'read_checkpoint', 'find_checkpoint', 'run_identity', 'check_same_run',
+           'autocast_dtype', 'device_ids', 'init_distributed', 'evaluate', 'check_run_dir', 'run_lock',
+           'signals_deferred', 'set_aside_run', 'write_run_info', 'build_data', 'build_model', 'step_batches',
+           'train_step', 'should_eval', 'should_save', 'log_step', 'resume', 'start_tracking', 'finish', 'log_metrics',
+           'sample_answers', 'fit', 'train']
 
 # %% ../nbs/12_train.ipynb #0f31bdfc
 PRECISIONS = ('auto', 'bf16', 'fp32')
@@ -271,6 +274,21 @@ def _write_checkpoint(tmp:Path, model, optimizer, step:int, run:dict, tokenizer)
     state = {'step': step, 'run': run, 'optimizer': optimizer.state_dict(), 'rng': _rng_states()}
     torch.save(state, tmp/'trainer_state.pt')
 
+class NonFiniteError(ValueError):
+    "The training loss, or a weight, stopped being a finite number."
+
+def check_finite(model, step:int, loss:float|None=None, run_dir=None):
+    "Raise `NonFiniteError` naming `step` and the last good checkpoint when `loss` or a weight is not finite."
+    what = f'the training loss is {loss}' if loss is not None and not math.isfinite(loss) else None
+    if what is None:
+        params = [p for p in _unwrap(model).parameters() if p.requires_grad]
+        if not params or torch.stack([p.detach().isfinite().all() for p in params]).all(): return
+        what = 'a weight is not finite (inf or nan)'
+    last = latest_checkpoint(run_dir) if run_dir is not None else None
+    kept = f'the last good checkpoint, {last}, is kept' if last else 'no checkpoint was saved before it'
+    raise NonFiniteError(f'step {step}: {what}; training stopped, nothing of this step was saved ({kept}); '
+                         'lower --lr or --weight-decay, then --resume or --overwrite')
+
 def save_checkpoint(folder:Path, model, optimizer, step:int, run:dict, tokenizer=None):
     "Write a checkpoint atomically: model (safetensors), tokenizer, optimizer, step, run, RNG states."
     folder = Path(folder)
@@ -378,10 +396,11 @@ def evaluate(model, loader, device, autocast_dtype=None, attn_implementation='sd
 
 # %% ../nbs/12_train.ipynb #92162bb9
 RUN_MARKER = 'run.json'
+REPLACED = 'replaced-run'  # where --overwrite keeps the old run until the new one has finished
 
 def check_run_dir(cfg:TrainConfig) -> str:
     "How the run uses `cfg.out`: 'new', 'resume' or 'replace'; refuses what could lose someone's files."
-    out = Path(cfg.out)
+    out = normal_path(cfg.out)  # the path the run writes to: `~`, relative and absolute spellings alike
     ours = (out/RUN_MARKER).is_file()
     if out.exists() and not out.is_dir(): raise FileExistsError(f'{out} exists and is not a folder')
     if cfg.resume:
@@ -392,7 +411,8 @@ def check_run_dir(cfg:TrainConfig) -> str:
     if not out.exists() or not any(p.name != '.lock' for p in out.iterdir()): return 'new'
     if not cfg.overwrite:
         raise FileExistsError(f'{out} exists; pass --resume to continue it or --overwrite to replace it')
-    check_replaceable(out, overwrite=True, marker=RUN_MARKER)  # not the current folder, and made by train
+    cut = not (out/RUN_MARKER).is_file() and (out/REPLACED/RUN_MARKER).is_file()  # --overwrite cut short
+    check_replaceable(out, overwrite=True, marker=f'{REPLACED}/{RUN_MARKER}' if cut else RUN_MARKER)
     if Path(cfg.data_dir).resolve().is_relative_to(out.resolve()):
         raise FileExistsError(f'{out}: not replaced: it holds the data folder {cfg.data_dir}')
     return 'replace'
@@ -414,6 +434,55 @@ def run_lock(run_dir:Path):
         try: yield
         finally:  # the lock file stays (deleting it would let two runs lock two files), unless nothing else is
             if made and all(p.name == '.lock' for p in run_dir.iterdir()): shutil.rmtree(run_dir)
+
+@contextmanager
+def signals_deferred():
+    "Hold SIGINT and SIGTERM back inside the block (a few renames), then deliver them as they would have."
+    if threading.current_thread() is not threading.main_thread():  # only the main thread has handlers
+        yield
+        return
+    got = []
+    old = {s: signal.signal(s, lambda n, f: got.append(n)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try: yield
+    finally:
+        for s, h in old.items(): signal.signal(s, signal.SIG_DFL if h is None else h)
+        for s in dict.fromkeys(got): signal.raise_signal(s)
+
+def _remove(p:Path):
+    if p.is_dir() and not p.is_symlink(): shutil.rmtree(p)
+    else: p.unlink()
+
+def _run_status(run_dir:Path) -> str|None:
+    try: return json.loads((Path(run_dir)/RUN_MARKER).read_text(encoding='utf-8')).get('status')
+    except (OSError, ValueError, AttributeError): return None
+
+def set_aside_run(run_dir) -> Path:
+    "Move the run in `run_dir` (all but its lock) to `run_dir/replaced-run`, kept until the new one finishes."
+    run_dir, keep = Path(run_dir), {'.lock', REPLACED}
+    aside = run_dir/REPLACED
+    with signals_deferred():  # a signal between two renames would leave half a run in each place
+        if aside.is_dir() and _run_status(run_dir) == 'finished': shutil.rmtree(aside)  # killed at its end
+        if aside.is_dir() and (run_dir/RUN_MARKER).is_file():  # an unfinished replacement: replaced now
+            logging.getLogger('alpaca_ft').warning(
+                f'{run_dir}: replacing the unfinished run of an earlier --overwrite; the run it replaced '
+                f'stays in {aside} until this one finishes')
+            for p in run_dir.iterdir():
+                if p.name not in keep: _remove(p)
+            return aside
+        aside.mkdir(exist_ok=True)
+        names = [p.name for p in run_dir.iterdir() if p.name not in keep]
+        for name in sorted(names, key=lambda n: n != RUN_MARKER):  # run.json first: no half run looks whole
+            (run_dir/name).rename(aside/name)
+    return aside
+
+def _put_back(run_dir:Path, aside:Path):
+    "Undo `set_aside_run`: the new run wrote nothing that counts, the old one returns."
+    with signals_deferred():
+        for p in run_dir.iterdir():
+            if p.name not in ('.lock', REPLACED): _remove(p)
+        names = [p.name for p in aside.iterdir()]
+        for name in sorted(names, key=lambda n: n == RUN_MARKER): (aside/name).rename(run_dir/name)
+        aside.rmdir()
 
 def write_run_info(run_dir:Path, info:dict):
     "Write the marker `run.json` (atomically), stamped as made by alpaca_ft train."
@@ -588,6 +657,11 @@ def fit(cfg:TrainConfig, run_dir:Path, on_step=None) -> dict:
     folder, state = find_checkpoint(run_dir, set_aside=main) if cfg.resume else (None, None)
     if cfg.resume and state is None and main: print(f'{run_dir}: no checkpoint to resume; starting at step 0')
     model = build_model(cfg, tok, manifest, device, folder)
+    context = getattr(model.config, 'max_position_embeddings', None)  # every length is checked against it
+    if context and manifest['max_seq_len'] > context:
+        raise DataError(f"{Path(cfg.data_dir)/'manifest.json'}: sequences of up to {manifest['max_seq_len']} "
+                        f'tokens, but the model attends to {context} positions: prepare the data again with '
+                        f'--max-seq-len {context} or less')
     train_dl, eval_dl = build_data(cfg, manifest, train_ds, eval_ds, rank, world, device)
     steps_per_epoch = math.ceil(len(train_dl) / cfg.grad_accum)
     total = cfg.max_steps or cfg.epochs * steps_per_epoch
@@ -598,6 +672,8 @@ def fit(cfg:TrainConfig, run_dir:Path, on_step=None) -> dict:
     sched = build_scheduler(opt, warmup_steps, total, step)
     amp, impl, template = autocast_dtype(cfg.precision, device), cfg.attn_implementation, manifest['template']
     eval_rows = read_jsonl(Path(cfg.data_dir)/'eval.jsonl')[:cfg.n_eval_samples]
+    prompts = [render(r, template, tok)[0] for r in eval_rows]
+    check_context(model, tok, prompts, cfg.max_new_tokens)  # eval answers fit: checked now, not at the end
     if main and eval_rows: predict_rows(model, tok, eval_rows[:1], template, 1)  # fails now, not at the end
     if world > 1: model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids(device))
     # the run's records
@@ -606,6 +682,8 @@ def fit(cfg:TrainConfig, run_dir:Path, on_step=None) -> dict:
     info = {'made_by': 'alpaca_ft train', 'status': 'running', 'config': asdict(cfg), 'final': None,
             'data': {'dir': str(Path(cfg.data_dir).resolve()), 'fingerprint': manifest['fingerprint']},
             'dataset_artifact': _dataset_artifact(cfg.data_dir, manifest), 'model_artifact': None}
+    # W&B starts before run.json is written: a run that cannot log leaves nothing behind (see train)
+    run = start_tracking(cfg, run_dir, manifest, info['dataset_artifact']) if main else None
     if main:
         (run_dir/'checkpoints').mkdir(parents=True, exist_ok=True)
         remove_stale_temps(run_dir)
@@ -616,7 +694,6 @@ def fit(cfg:TrainConfig, run_dir:Path, on_step=None) -> dict:
         fig.savefig(run_dir/'lr_schedule.png', dpi=80, metadata={'Software': None})
         plt.close('all')
         print(f'model: {param_counts(_unwrap(model))}, {total} steps, device {device}, world {world}')
-    run = start_tracking(cfg, run_dir, manifest, info['dataset_artifact']) if main else None
     ckpt_run = {'identity': identity, 'total_steps': total, 'warmup_steps': warmup_steps}
     if step == 0:  # the baseline
         metrics.append({'step': 0, 'epoch': 0.0, **evaluate(_unwrap(model), eval_dl, device, amp, impl)})
@@ -628,6 +705,7 @@ def fit(cfg:TrainConfig, run_dir:Path, on_step=None) -> dict:
         sums = train_step(model, micro, opt, sched, cfg, device, amp)
         step += 1
         metrics.append(log_step(sums, step, lr, t0, steps_per_epoch))
+        check_finite(model, step, metrics[-1]['loss'], run_dir)  # the loss: every step (already on the host)
         if main: log_metrics(metrics[-1], run_dir, run)
         bar.update(1)
         bar.set_postfix(loss=f"{metrics[-1]['loss']:.3f}", tok_s=f"{metrics[-1]['tokens_per_s']:.0f}")
@@ -636,6 +714,8 @@ def fit(cfg:TrainConfig, run_dir:Path, on_step=None) -> dict:
                             **evaluate(_unwrap(model), eval_dl, device, amp, impl)})
             if main: log_metrics(metrics[-1], run_dir, run)
             if main and eval_rows: sample_answers(model, tok, eval_rows, template, cfg, run_dir, run, step)
+        if should_save(step, cfg, steps_per_epoch, total) or step == total:
+            check_finite(model, step, run_dir=run_dir)  # the weights: before anything of them is saved
         if should_save(step, cfg, steps_per_epoch, total) and main:
             save_checkpoint(run_dir/'checkpoints'/f'step-{step}', model, opt, step, ckpt_run, tok)
             prune_checkpoints(run_dir, cfg.keep_checkpoints)
@@ -647,20 +727,36 @@ def fit(cfg:TrainConfig, run_dir:Path, on_step=None) -> dict:
     if world > 1: dist.barrier()
     return metrics[-1]
 
+def _stopped(run_dir:Path, aside:Path|None, e:BaseException):
+    "After `fit` stopped with `e`: a run that had started is marked so; one that had not leaves no trace."
+    if (run_dir/RUN_MARKER).is_file():  # started (new, replacing) or resumed
+        if _run_status(run_dir) == 'running':  # this run's status: resumable, as the checkpoints allow
+            info = json.loads((run_dir/RUN_MARKER).read_text(encoding='utf-8'))
+            status = 'interrupted' if isinstance(e, KeyboardInterrupt) else 'failed'
+            write_run_info(run_dir, {**info, 'status': status, 'replaced_run': aside and aside.name})
+        if aside is not None and aside.is_dir():
+            logging.getLogger('alpaca_ft').warning(
+                f'{run_dir}: the new run stopped (--resume continues it); the run it replaces is kept in '
+                f'{aside} until it finishes')
+    elif aside is not None: _put_back(run_dir, aside)
+    else:  # a new run that wrote no run.json: what it made (a W&B folder) goes
+        for p in run_dir.iterdir():
+            if p.name != '.lock': _remove(p)
+
 def train(cfg:TrainConfig, on_step=None) -> dict:
     "Fine-tune a causal LM on a `prepare` output as `cfg` says; returns the last metrics line."
     check_config(cfg)
-    check_wandb(cfg.wandb)
-    mode = check_run_dir(cfg)
+    check_wandb(cfg.wandb, cfg.wandb_project)
+    check_run_dir(cfg)  # refused before the lock makes the folder
     hf_logging.disable_progress_bar()  # no bars for saving shards; ours is enough
-    if mode == 'replace' and int(os.environ.get('RANK', 0)) == 0:
-        run_in = partial(fit, cfg, on_step=on_step)  # in a temp folder that replaces cfg.out when complete
-        return atomic_dir(Path(cfg.out), run_in, overwrite=True, marker=RUN_MARKER)
-    try:
-        if int(os.environ.get('RANK', 0)) != 0: return fit(cfg, Path(cfg.out), on_step)
-        with run_lock(cfg.out): return fit(cfg, Path(cfg.out), on_step)
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: run.json says so; --resume goes on from the checkpoint
-        if int(os.environ.get('RANK', 0)) == 0 and (Path(cfg.out)/RUN_MARKER).is_file():
-            info = json.loads((Path(cfg.out)/RUN_MARKER).read_text(encoding='utf-8'))
-            write_run_info(cfg.out, {**info, 'status': 'interrupted'})
-        raise
+    out = normal_path(cfg.out)
+    if int(os.environ.get('RANK', 0)) != 0: return fit(cfg, out, on_step)  # rank 0 writes, under the lock
+    with run_lock(out):  # every writer of a run folder holds it: new, resumed and replacing runs alike
+        mode = check_run_dir(cfg)  # again: the folder is ours alone now
+        aside = set_aside_run(out) if mode == 'replace' else None
+        try: last = fit(cfg, out, on_step)
+        except BaseException as e:
+            _stopped(out, aside, e)
+            raise
+        if _run_status(out) == 'finished' and (out/REPLACED).is_dir(): shutil.rmtree(out/REPLACED)
+        return last
