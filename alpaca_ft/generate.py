@@ -59,6 +59,7 @@ def _load(model_path:str|Path, device=None):
     if not path.is_dir() and (path.exists() or path.is_absolute() or str(model_path).startswith('.')):
         raise DataError(f'{model_path}: no such model folder')
     try: return load_tokenizer(str(model_path)), load_model(model_path, device=device)
+    except DataError: raise  # names the file and what is wrong with it already
     except Exception as e:  # safetensors, config and tokenizer errors alike: name the folder
         raise DataError(f'{model_path}: cannot load the model ({str(e).splitlines()[0][:200]})') from None
 

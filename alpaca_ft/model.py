@@ -12,6 +12,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 from transformers.utils import logging as hf_logging
 from .batching import MASK_FORMS
+from .data import DataError
 from .tokenization import load_tokenizer
 from .smollm2 import resolve_model
 
@@ -68,7 +69,7 @@ def check_loaded(name, info:dict):
     if problems:
         files = sorted(p.name for p in Path(name).glob('*.safetensors')) if Path(name).is_dir() else []
         where = Path(name)/files[0] if len(files) == 1 else name
-        raise ValueError(f'{where}: does not match the model of its config.json: {"; ".join(problems)}')
+        raise DataError(f'{where}: {"; ".join(problems)} (not the model its config.json describes)')
 
 def param_counts(model) -> dict:
     "Total and trainable parameters."

@@ -514,6 +514,7 @@ def build_model(cfg:TrainConfig, tokenizer, manifest:dict, device, checkpoint:Pa
     else:
         dtype = torch.float32 if checkpoint else None  # a checkpoint holds fp32 master weights: keep them
         try: model = load_model(source, device=device, dtype=dtype, attn_implementation=cfg.attn_implementation)
+        except DataError: raise  # names the file and what is wrong with it already
         except Exception as e:  # safetensors, config, hub errors alike: name the source
             raise DataError(f'{source}: cannot load the model ({str(e).splitlines()[0][:200]})') from None
     check_tokenizer(tokenizer, manifest, model, source if source and Path(source).is_dir() else None)
