@@ -17,8 +17,8 @@ __all__ = ['check_context', 'generate', 'predict_rows', 'generate_answer']
 def check_context(model, tokenizer, prompts:list[str], max_new_tokens:int):
     "Raise a ValueError when the longest of `prompts` plus `max_new_tokens` is more than the model's context."
     context = getattr(model.config, 'max_position_embeddings', None)
-    if not context: return
-    longest = max((len(ids) for ids in tokenizer(list(prompts))['input_ids']), default=0)
+    if not context or not prompts: return
+    longest = max(len(ids) for ids in tokenizer(list(prompts))['input_ids'])
     if longest + max_new_tokens > context:
         raise ValueError(f'a prompt of {longest} tokens + max_new_tokens={max_new_tokens} is more than the '
                          f"model's context ({context} tokens): shorten the prompt or lower max_new_tokens")

@@ -404,6 +404,9 @@ def check_run_dir(cfg:TrainConfig) -> str:
     ours = (out/RUN_MARKER).is_file()
     if out.exists() and not out.is_dir(): raise FileExistsError(f'{out} exists and is not a folder')
     if cfg.resume:
+        if not ours and (out/REPLACED/RUN_MARKER).is_file():
+            raise FileExistsError(f'{out}: nothing to resume: an --overwrite was stopped before its run began '
+                                  f'(the old run is in {out/REPLACED}); run the --overwrite again')
         if not ours: raise FileExistsError(f'{out}: nothing to resume (no {RUN_MARKER} in it)')
         return 'resume'
     if out.resolve().is_relative_to(Path(cfg.data_dir).resolve()):  # prepare --overwrite would delete the run
@@ -472,7 +475,8 @@ def set_aside_run(run_dir) -> Path:
         aside.mkdir(exist_ok=True)
         names = [p.name for p in run_dir.iterdir() if p.name not in keep]
         for name in sorted(names, key=lambda n: n != RUN_MARKER):  # run.json first: no half run looks whole
-            (run_dir/name).rename(aside/name)
+            if (aside/name).exists(): _remove(run_dir/name)  # a set-aside cut short: this is the new run's
+            else: (run_dir/name).rename(aside/name)
     return aside
 
 def _put_back(run_dir:Path, aside:Path):
@@ -757,7 +761,7 @@ def train(cfg:TrainConfig, on_step=None) -> dict:
         aside = set_aside_run(out) if mode == 'replace' else None
         try: last = fit(cfg, out, on_step)
         except BaseException as e:
-            _stopped(out, aside, e)
+            with signals_deferred(): _stopped(out, aside, e)  # a second Ctrl-C cannot cut the record short
             raise
         if _run_status(out) == 'finished' and (out/REPLACED).is_dir(): shutil.rmtree(out/REPLACED)
         return last

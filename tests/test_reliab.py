@@ -310,3 +310,26 @@ except KeyboardInterrupt: print('interrupted after the finaliser')
 '''
     r = subprocess.run([sys.executable, '-c', code], env=ENV, capture_output=True, text=True, timeout=60)
     assert r.stdout.strip() == 'interrupted after the finaliser' and 'Exception ignored' not in r.stderr, r.stderr
+
+
+def test_an_overwrite_killed_while_setting_aside_is_finished_by_the_next(data, finished, tmp_path):
+    "SIGKILL between two renames: half the old run aside. --resume says so; the next --overwrite completes it."
+    run = tmp_path/'run'
+    shutil.copytree(finished, run)
+    (run/REPLACED).mkdir()
+    for name in (RUN_MARKER, 'metrics.jsonl'): (run/name).rename(run/REPLACED/name)
+    with pytest.raises(FileExistsError, match='an --overwrite was stopped before its run began'):
+        train(cfg(data, run, resume=True))
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg(data, run, overwrite=True, lr=1e-3), on_step=interrupt_at(1))
+    assert sorted(p.name for p in (run/REPLACED).iterdir()) == sorted(p.name for p in finished.iterdir() if p.name != '.lock')
+    assert status(run) == 'interrupted'
+
+
+def test_a_run_folder_spelled_with_a_tilde_is_checked_where_it_is_written(data, finished, tmp_path, monkeypatch):
+    "`--out ~/run` was checked as the literal folder '~/run' and written to $HOME/run (or the other way round)."
+    monkeypatch.setenv('HOME', str(tmp_path))
+    shutil.copytree(finished, tmp_path/'run')
+    with pytest.raises(FileExistsError, match='exists; pass --resume'):
+        train(cfg(data, '~/run', max_steps=1))
+    assert status(tmp_path/'run') == 'finished'
