@@ -427,7 +427,7 @@ def atomic_dir(out, build, overwrite:bool=False, marker:str|None='manifest.json'
         new.mkdir()
         try: result = build(new)  # everything that can fail runs before `out` is touched
         except Exception as e:  # torch and safetensors report a full disk in words of their own
-            if disk_full(new, e): raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(shown)) from e
+            if not isinstance(e, ValueError) and disk_full(new, e): raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(shown)) from e
             raise
         _normal_permissions(new)
         if out.exists() or out.is_symlink():

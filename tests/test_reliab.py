@@ -1,6 +1,7 @@
-"""Issue 18, outside the data layer: one lock for every writer of a run folder (--overwrite included), signals
-that cannot land in a worker pool or a finaliser, every length checked against the model's context, a loss that
-stays finite, weights checked by content, W&B started before the output is committed, a full disk named."""
+"""Issue 18, outside the data layer: one lock for every writer of a run folder (--overwrite included),
+signals that cannot land in a worker pool or a finaliser, every length checked against the model's context,
+a loss that stays finite, weights checked by content, W&B started before the output is committed, a full
+disk named."""
 import json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
@@ -57,7 +58,7 @@ def interrupt_at(n):
     return on_step
 
 
-# --- 1. one lock for every writer; an interrupted --overwrite ----------------------------------------------
+# --- 1. one lock for every writer; an interrupted --overwrite -----------------------------------------------
 
 def test_overwrite_takes_the_run_lock(data, finished, tmp_path):
     "--overwrite ran in a temp folder outside the lock: two runs ended up in one metrics.jsonl."
@@ -72,7 +73,7 @@ def test_overwrite_takes_the_run_lock(data, finished, tmp_path):
 
 
 def test_interrupted_overwrite_keeps_the_new_run_resumable_and_the_old_aside(data, finished, tmp_path):
-    "SIGTERM/Ctrl-C during --overwrite deleted the new run's checkpoints and left the old run looking finished."
+    "SIGTERM during --overwrite deleted the new run's checkpoints and left the old run looking finished."
     run = tmp_path/'run'
     shutil.copytree(finished, run)
     old_metrics = (run/'metrics.jsonl').read_text()
@@ -91,7 +92,7 @@ def test_interrupted_overwrite_keeps_the_new_run_resumable_and_the_old_aside(dat
 
 
 def test_overwrite_after_an_interrupted_overwrite(data, finished, tmp_path):
-    "A second --overwrite replaces the unfinished run; the finished one stays aside until the new one finishes."
+    "A second --overwrite replaces the unfinished run; the finished one stays aside until a new one finishes."
     run = tmp_path/'run'
     shutil.copytree(finished, run)
     with pytest.raises(KeyboardInterrupt):
@@ -117,7 +118,7 @@ def test_a_run_that_fails_before_it_starts_leaves_the_folder_as_it_was(data, fin
     assert not (tmp_path/'new').exists()
 
 
-# --- 6. what can fail starts before the output is committed ------------------------------------------------
+# --- 6. what can fail starts before the output is committed -------------------------------------------------
 
 def test_failing_wandb_leaves_nothing_and_the_rerun_works(data, tmp_path, monkeypatch):
     "W&B failing after the run folder was written: the corrected rerun was refused with 'exists'."
@@ -156,9 +157,9 @@ def test_bad_wandb_project_is_refused_before_any_work(data, tmp_path, capsys, ba
 # --- 3. every length against the model's context ------------------------------------------------------------
 
 def test_packs_longer_than_the_context_are_refused_before_the_run_folder(tmp_path):
-    "--max-seq-len 1000000 gave one huge pack and an attempt to allocate 104 GB, after the run folder was written."
+    "--max-seq-len 1000000: one huge pack, an attempt to allocate 104 GB, after the run folder was written."
     prepare(out=tmp_path/'data', max_seq_len=4096, wandb='disabled', progress=False, verbose=False)
-    with pytest.raises(DataError, match='attends to 2048 positions: prepare the data again with --max-seq-len'):
+    with pytest.raises(DataError, match='attends to 2048 positions: prepare the data again with --max-seq'):
         train(cfg(tmp_path/'data', tmp_path/'run'))
     assert not (tmp_path/'run').exists()
 
@@ -177,25 +178,26 @@ def test_a_long_generate_prompt_is_refused(tmp_path, capsys):
     assert code == 2 and "more than the model's context (2048 tokens)" in err, err
 
 
-# --- 4. a loss that stays finite -----------------------------------------------------------------------------
+# --- 4. a loss that stays finite ----------------------------------------------------------------------------
 
 def test_non_finite_training_stops_with_the_step_named(data, tmp_path, capsys):
     "--weight-decay 1e6 (a typo for 1e-6) exited 0 with a NaN loss and NaN weights in final/."
     run = tmp_path/'run'
-    code, err = cli(capsys, 'train', data, '--out', run, '--max-steps', 40, '--batch-size', 4, '--grad-accum', 1,
-                    '--lr', 3e-3, '--weight-decay', 1e6, '--n-eval-samples', 0, '--save-every', 2,
-                    '--wandb', 'disabled', '--no-progress')
+    code, err = cli(capsys, 'train', data, '--out', run, '--max-steps', 40, '--batch-size', 4,
+                    '--grad-accum', 1, '--lr', 3e-3, '--weight-decay', 1e6, '--n-eval-samples', 0,
+                    '--save-every', 2, '--wandb', 'disabled', '--no-progress')
     assert code == 2 and 'training stopped' in err and 'lower --lr or --weight-decay' in err, err
     assert len(err.strip().splitlines()) == 1
     assert not (run/'final').exists() and status(run) == 'failed'
     from safetensors.torch import load_file
     ckpts = sorted((run/'checkpoints').glob('step-*'))
-    assert ckpts and all(torch.isfinite(t).all() for c in ckpts for t in load_file(c/'model.safetensors').values())
+    weights = [t for c in ckpts for t in load_file(c/'model.safetensors').values()]
+    assert ckpts and all(torch.isfinite(t).all() for t in weights)
     assert all(m['loss'] == m['loss'] for m in read_jsonl(run/'metrics.jsonl') if 'loss' in m)  # no NaN line
     assert f'{ckpts[-1]}' in err  # the last good checkpoint is named
 
 
-# --- 5. weights checked by content ---------------------------------------------------------------------------
+# --- 5. weights checked by content --------------------------------------------------------------------------
 
 def test_a_checkpoint_with_missing_tensors_is_refused(data, finished, tmp_path, capsys):
     "A well-formed safetensors file with two tensors missing resumed with them re-initialised at random."
@@ -223,7 +225,7 @@ def test_a_model_folder_with_an_unexpected_tensor_is_refused(tmp_path):
         load_model(tmp_path/'tiny', device='cpu')
 
 
-# --- 7. a full disk, named -----------------------------------------------------------------------------------
+# --- 7. a full disk, named ----------------------------------------------------------------------------------
 
 def test_a_full_disk_while_checkpointing_is_named(data, tmp_path, monkeypatch, capsys):
     "torch reports a full disk as 'unexpected pos' (exit 1); the run stops with exit 2 naming the full disk."
@@ -236,8 +238,9 @@ def test_a_full_disk_while_checkpointing_is_named(data, tmp_path, monkeypatch, c
     monkeypatch.setattr(T.torch, 'save', full)
     monkeypatch.setattr(D.shutil, 'disk_usage', lambda p: usage._replace(free=4096))  # what is left: 4 KB
     run = tmp_path/'run'
-    code, err = cli(capsys, 'train', data, '--out', run, '--max-steps', 2, '--batch-size', 4, '--grad-accum', 1,
-                    '--n-eval-samples', 0, '--save-every', 2, '--wandb', 'disabled', '--no-progress')
+    code, err = cli(capsys, 'train', data, '--out', run, '--max-steps', 2, '--batch-size', 4,
+                    '--grad-accum', 1, '--n-eval-samples', 0, '--save-every', 2, '--wandb', 'disabled',
+                    '--no-progress')
     assert code == 2 and f"{run/'checkpoints'/'step-2'}: No space left on device" in err, err
     assert not list((run/'checkpoints').iterdir())  # no half checkpoint
     assert status(run) == 'failed'
@@ -251,7 +254,7 @@ def test_an_unrelated_write_error_is_not_called_a_full_disk(data, tmp_path, monk
         train(cfg(data, tmp_path/'run', max_steps=2))
 
 
-# --- 2. signals ----------------------------------------------------------------------------------------------
+# --- 2. signals ---------------------------------------------------------------------------------------------
 
 def _children(pid) -> list[int]:
     try: return [int(c) for c in Path(f'/proc/{pid}/task/{pid}/children').read_text().split()]
@@ -265,7 +268,8 @@ def test_sigterm_during_a_worker_pool_exits_130(tmp_path):
     rows = json.loads(SAMPLE_DATA.read_text(encoding='utf-8'))
     src = tmp_path/'big.jsonl'
     src.write_text(''.join(json.dumps(r) + '\n' for r in rows * 200))
-    args = [CLI, 'prepare', src, '--out', tmp_path/'out', '--num-proc', '2', '--wandb', 'disabled', '--no-progress']
+    args = [CLI, 'prepare', src, '--out', tmp_path/'out', '--num-proc', '2', '--wandb', 'disabled',
+            '--no-progress']
     p = subprocess.Popen([str(a) for a in args], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True, start_new_session=True)
     try:
@@ -309,11 +313,12 @@ try:
 except KeyboardInterrupt: print('interrupted after the finaliser')
 '''
     r = subprocess.run([sys.executable, '-c', code], env=ENV, capture_output=True, text=True, timeout=60)
-    assert r.stdout.strip() == 'interrupted after the finaliser' and 'Exception ignored' not in r.stderr, r.stderr
+    assert r.stdout.strip() == 'interrupted after the finaliser', r.stderr
+    assert 'Exception ignored' not in r.stderr
 
 
 def test_an_overwrite_killed_while_setting_aside_is_finished_by_the_next(data, finished, tmp_path):
-    "SIGKILL between two renames: half the old run aside. --resume says so; the next --overwrite completes it."
+    "SIGKILL between two renames: half the old run aside. --resume says so; the next --overwrite ends it."
     run = tmp_path/'run'
     shutil.copytree(finished, run)
     (run/REPLACED).mkdir()
@@ -322,12 +327,13 @@ def test_an_overwrite_killed_while_setting_aside_is_finished_by_the_next(data, f
         train(cfg(data, run, resume=True))
     with pytest.raises(KeyboardInterrupt):
         train(cfg(data, run, overwrite=True, lr=1e-3), on_step=interrupt_at(1))
-    assert sorted(p.name for p in (run/REPLACED).iterdir()) == sorted(p.name for p in finished.iterdir() if p.name != '.lock')
+    old = sorted(p.name for p in finished.iterdir() if p.name != '.lock')
+    assert sorted(p.name for p in (run/REPLACED).iterdir()) == old
     assert status(run) == 'interrupted'
 
 
-def test_a_run_folder_spelled_with_a_tilde_is_checked_where_it_is_written(data, finished, tmp_path, monkeypatch):
-    "`--out ~/run` was checked as the literal folder '~/run' and written to $HOME/run (or the other way round)."
+def test_a_run_folder_spelled_with_a_tilde_is_checked_where_written(data, finished, tmp_path, monkeypatch):
+    "`--out ~/run`: one spelling checked, another written; now both are $HOME/run."
     monkeypatch.setenv('HOME', str(tmp_path))
     shutil.copytree(finished, tmp_path/'run')
     with pytest.raises(FileExistsError, match='exists; pass --resume'):

@@ -245,7 +245,7 @@ def test_overwrite_refuses_the_current_folder(data, finished, tmp_path, monkeypa
 
 
 def test_overwrite_replaces_only_a_complete_run(data, finished, tmp_path):
-    "--overwrite interrupted (Ctrl-C) keeps the old run whole in replaced-run/, no temp folder; completed, it replaces."
+    "--overwrite interrupted (Ctrl-C): the old run whole in replaced-run/, no temp folder; completed, it replaces."
     from alpaca_ft.train import REPLACED
     run = tmp_path/'run'
     shutil.copytree(finished, run)
@@ -254,7 +254,8 @@ def test_overwrite_replaces_only_a_complete_run(data, finished, tmp_path):
         if step == 2: raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
         train(cfg(data, run, overwrite=True, lr=1e-3), on_step=interrupt)
-    assert (run/REPLACED/'metrics.jsonl').read_text() == old and (run/REPLACED/'final'/'model.safetensors').exists()
+    assert (run/REPLACED/'metrics.jsonl').read_text() == old
+    assert (run/REPLACED/'final'/'model.safetensors').exists()
     assert json.loads((run/RUN_MARKER).read_text())['status'] == 'interrupted' and not (run/'final').exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ['run']  # no temp folder beside it
     train(cfg(data, run, overwrite=True, lr=1e-3, max_steps=2))
