@@ -226,8 +226,9 @@ def _in_finaliser(frame) -> bool:
 
 def _interrupt(signum, frame):
     "SIGTERM (a scheduler, `docker stop`) and SIGINT as Ctrl-C, raised only where it is not lost or harmful."
-    if os.getpid() != _MAIN_PID:  # a forked worker (a pool's): stop as the signal's default does
-        signal.signal(signum, signal.SIG_DFL)
+    if os.getpid() != _MAIN_PID:  # a forked worker (a pool's): what it expects, as if we had set nothing
+        if signum == signal.SIGINT: raise SystemExit(130)  # unwinds (releasing its locks), with no traceback
+        signal.signal(signum, signal.SIG_DFL)  # SIGTERM: the pool's terminate() expects it to end the worker
         os.kill(os.getpid(), signum)
         return
     if _in_finaliser(frame):  # raised there, it would be printed and dropped: deliver it again just after

@@ -73,8 +73,8 @@ class TrainConfig:
     save_every: int|None = _opt(None, 'save a checkpoint every N steps (default: each epoch end)')
     keep_checkpoints: int = _opt(2, 'the newest checkpoints kept; older ones are deleted')
     resume: bool = _opt(False, 'continue the run in --out from its newest readable checkpoint')
-    overwrite: bool = _opt(False, 'replace --out, only if alpaca_ft train made it (it holds run.json), '
-                                  'and only once the new run has finished')
+    overwrite: bool = _opt(False, 'replace --out, only if alpaca_ft train made it (it holds run.json); the old '
+                                  'run waits in OUT/replaced-run until the new one has finished')
     seed: int = _opt(42, 'seed of the model init, the shuffling and dropout')
     num_workers: int = _opt(0, 'DataLoader worker processes')
     wandb: str = _opt('offline', 'W&B mode (online needs an API key: wandb login)', choices=WANDB_MODES)
