@@ -262,8 +262,10 @@ def _children(pid) -> list[int]:
 
 
 @pytest.mark.skipif(not Path('/proc/self/task').is_dir(), reason='needs /proc to see the worker processes')
-def test_sigterm_during_a_worker_pool_exits_130(tmp_path):
-    "`prepare --num-proc 2` stopped tokenizing on SIGTERM (what docker stop sends) and never exited."
+@pytest.mark.parametrize('group', [False, True], ids=['SIGTERM to the process', 'Ctrl-C to the group'])
+def test_a_signal_during_a_worker_pool_exits_130(tmp_path, group):
+    """`prepare --num-proc 2` stopped tokenizing on SIGTERM (what docker stop sends) and never exited; Ctrl-C
+    in a terminal (SIGINT to every process of the group) left workers that died holding the pool's lock."""
     from alpaca_ft.data import SAMPLE_DATA
     rows = json.loads(SAMPLE_DATA.read_text(encoding='utf-8'))
     src = tmp_path/'big.jsonl'
@@ -277,7 +279,8 @@ def test_sigterm_during_a_worker_pool_exits_130(tmp_path):
         while len(_children(p.pid)) < 2 and p.poll() is None and time.monotonic() < deadline: time.sleep(0.1)
         assert p.poll() is None, 'prepare ended before its workers started: give it more rows'
         time.sleep(1)
-        p.send_signal(signal.SIGTERM)
+        if group: os.killpg(p.pid, signal.SIGINT)
+        else: p.send_signal(signal.SIGTERM)
         out, err = p.communicate(timeout=120)
     finally:
         if p.poll() is None: os.killpg(p.pid, signal.SIGKILL)  # the old code hangs: clean up its workers too
