@@ -40,7 +40,7 @@ def chat_prompt(messages:list[dict], tokenizer) -> str:
     bos = tokenizer.bos_token
     return text[len(bos):] if bos and text.startswith(bos) else text
 
-# %% ../nbs/01_prompts.ipynb
+# %% ../nbs/01_prompts.ipynb #8d8c5840
 FUNCTION_PREFIX = 'function:'  # how a template function is recorded: function:module:qualname
 logger = logging.getLogger('alpaca_ft')
 

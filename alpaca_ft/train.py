@@ -25,7 +25,8 @@ from .model import (ATTN_IMPLEMENTATIONS, default_dtype, load_model, param_count
                              tiny_llama)
 from .split import read_jsonl
 from .tokenization import load_tokenizer
-from .tracking import WANDB_MODES, artifact_name, artifact_record, check_wandb, init_run, log_dir_artifact
+from .tracking import (WANDB_MODES, artifact_name, artifact_record, check_wandb, init_run, kept_environ,
+                               log_dir_artifact)
 
 logger = logging.getLogger('alpaca_ft')
 
@@ -589,10 +590,11 @@ def fit(cfg:TrainConfig, run_dir:Path, on_step=None, base_model=None) -> dict:
     random.seed(cfg.seed)
     # build: data, model, optimizer, schedule
     manifest, train_ds, eval_ds = load_prepared(cfg.data_dir)
-    if Path(manifest['tokenizer']).is_absolute() and not Path(manifest['tokenizer']).is_dir():
+    tok_path = Path(cfg.data_dir)/manifest['tokenizer_dir'] if manifest.get('tokenizer_dir') else None
+    if tok_path is None and Path(manifest['tokenizer']).is_absolute() and not Path(manifest['tokenizer']).is_dir():
         raise DataError(f"{Path(cfg.data_dir)/'manifest.json'}: its tokenizer folder {manifest['tokenizer']} "
                         'no longer exists (moved or deleted since prepare)')
-    tok = load_tokenizer(manifest['tokenizer'])  # the data's tokenizer; checkpoints and final/ get a copy
+    tok = load_tokenizer(str(tok_path or manifest['tokenizer']))  # the data's; checkpoints and final/ get a copy
     folder, state = find_checkpoint(run_dir, set_aside=main) if cfg.resume else (None, None)
     if cfg.resume and state is None and main: logger.info(f'{run_dir}: no checkpoint to resume; starting at step 0')
     model = build_model(cfg, tok, manifest, device, folder, base_model)
@@ -691,7 +693,7 @@ def fine_tune(
     mode = check_run_dir(cfg)
     rng, was_training = _rng_states(), model.training if model is not None else None
     try:
-        with hf_progress_bars(False): metrics = _train(cfg, on_step, model, mode)
+        with hf_progress_bars(False), kept_environ(): metrics = _train(cfg, on_step, model, mode)
     finally:  # fit seeds the global generators; the caller gets theirs back
         _set_rng_states(rng)
         if model is not None: model.train(was_training)
