@@ -180,8 +180,8 @@ def _records(source):
             source = source.astype(object).where(source.notna(), None).to_dict('records')
         elif hasattr(source, 'to_list') and hasattr(source, 'column_names'): source = source.to_list()
         if not isinstance(source, (list, tuple)):
-            raise TypeError('data must be a file, URL or hub id, or rows: a list of dicts, a pandas DataFrame '
-                            f'or a datasets.Dataset; got a {type(source).__name__}')
+            raise TypeError('data must be a file, URL or hub id, or rows: a list of dicts, a pandas '
+                            f'DataFrame or a datasets.Dataset; got a {type(source).__name__}')
         return [(r, {'row_idx': i}) for i, r in enumerate(source)]
     source = str(source)
     if source.startswith(('http://', 'https://')): return _read_url(source)

@@ -75,7 +75,7 @@ def read_template(folder) -> str|None:
 
 @contextmanager
 def hf_progress_bars(show:bool=False):
-    "Hide transformers' progress bars (loading, saving shards) in the block unless `show`; put them back after."
+    "Hide transformers' progress bars (loading, saving shards) in the block unless `show`; restore after."
     from transformers.utils import logging as hf_logging
     was_enabled = hf_logging.is_progress_bar_enabled()
     if not show: hf_logging.disable_progress_bar()
@@ -91,7 +91,7 @@ def generate_answer(
     prompt:str|None=None,    # raw text to complete, no template
     max_new_tokens:int=256,  # tokens to generate at most
     device=None,             # torch device (default: CUDA when available, else CPU)
-    template=None,           # None: the template recorded with the model (else `alpaca`), or any `render` takes
+    template=None,           # None: the one recorded with the model (else `alpaca`); or any `render` takes
 ) -> str:                    # the answer text, without the prompt
     "Load the model and tokenizer at `model_path`; answer one instruction (or complete a raw `prompt`)."
     if (instruction is None) == (prompt is None): raise ValueError('give either an instruction or a prompt')

@@ -17,8 +17,8 @@ from .tokenization import TINY_TOKENIZER, load_tokenizer, tokenize_examples
 from .split import split_indices, write_jsonl
 from .packing import PACKERS, drop_unlabelled, limit_length, pack, pack_stats
 from .viz import html_tokens, length_histogram, packing_plot
-from .tracking import (WANDB_MODES, artifact_name, artifact_record, check_wandb, init_run, kept_environ,
-                                log_dir_artifact, log_tables)
+from .tracking import (WANDB_MODES, artifact_name, artifact_record, check_wandb, init_run,
+                                kept_environ, log_dir_artifact, log_tables)
 
 # %% auto #0
 __all__ = ['TEMPLATES', 'OVERLONG', 'logger', 'SAMPLE_NAME', 'FEATURES', 'TOKENIZER_DIR', 'MANIFEST_KEYS', 'prepare',
@@ -60,7 +60,8 @@ def check_options(data, out, tokenizer, max_seq_len, eval_size, seed, pack_strat
         bad = next(s for s in data if not (isinstance(s, (str, os.PathLike)) or _is_rows(s)))
         raise TypeError(f'data must be a file, URL or hub id, rows (a list of dicts, a pandas DataFrame, a '
                         f'datasets.Dataset), or a list of those; got a {type(bad).__name__}')
-    if not (tokenizer is None or isinstance(tokenizer, (str, os.PathLike)) or hasattr(tokenizer, 'get_vocab')):
+    if not (tokenizer is None or isinstance(tokenizer, (str, os.PathLike))
+            or hasattr(tokenizer, 'get_vocab')):
         raise TypeError(f'tokenizer must be a hub id, a folder or a tokenizer object, got a '
                         f'{type(tokenizer).__name__}')
     check_template(template)
@@ -97,13 +98,15 @@ def load_sources(data, template:str='alpaca') -> tuple[list[dict], list[str], li
         if template != 'chat':
             chat_row = next((i for i, row in enumerate(got) if 'messages' in row), None)
             if chat_row is not None:
-                raise DataError(f"{_name(source)}, row {chat_row}: a row with 'messages' needs template='chat'")
+                raise DataError(f"{_name(source)}, row {chat_row}: a row with 'messages' needs "
+                                "template='chat'")
         rows += got
     return rows, [_name(s) for s in data] if data else [SAMPLE_NAME], invalid
 
 def _name(source) -> str:
     "How a source is named in messages and the manifest: its path, URL or hub id, or `rows in memory`."
-    return str(source) if isinstance(source, (str, os.PathLike)) else f'{type(source).__name__} (rows in memory)'
+    if isinstance(source, (str, os.PathLike)): return str(source)
+    return f'{type(source).__name__} (rows in memory)'
 
 def _is_local(name:str) -> bool:
     "Whether tokenizer `name` means a folder here rather than a hub id (`owner/name` or `name`)."

@@ -58,7 +58,7 @@ def check_template(template) -> None:
     names = _fields(template)
     if 'instruction' not in names or not names <= {'instruction', 'input'}:
         raise ValueError(f"template {template!r}: expected 'alpaca', 'chat', or a format string with "
-                         f"{{instruction}} (and optionally {{input}}) and no other field; found {sorted(names)}")
+                         f"{{instruction}} (and optionally {{input}}), no other field; found {sorted(names)}")
 
 def template_name(template) -> str:
     "How `template` is recorded: the string itself, or `function:module:qualname` for a function."

@@ -442,7 +442,8 @@ def build_data(cfg:TrainConfig, manifest:dict, train_ds, eval_ds, rank:int, worl
                          pin_memory=pin)
     return train_dl, eval_dl
 
-def build_model(cfg:TrainConfig, tokenizer, manifest:dict, device, checkpoint:Path|None=None, base_model=None):
+def build_model(cfg:TrainConfig, tokenizer, manifest:dict, device, checkpoint:Path|None=None,
+                base_model=None):
     "The model of `cfg` (or of `checkpoint`, or the object `base_model`), checked and set up to train."
     source = checkpoint or cfg.model
     if source is None and base_model is not None: model = base_model
@@ -591,12 +592,14 @@ def fit(cfg:TrainConfig, run_dir:Path, on_step=None, base_model=None) -> dict:
     # build: data, model, optimizer, schedule
     manifest, train_ds, eval_ds = load_prepared(cfg.data_dir)
     tok_path = Path(cfg.data_dir)/manifest['tokenizer_dir'] if manifest.get('tokenizer_dir') else None
-    if tok_path is None and Path(manifest['tokenizer']).is_absolute() and not Path(manifest['tokenizer']).is_dir():
+    old = tok_path is None and Path(manifest['tokenizer']).is_absolute()  # before prepare copied it in
+    if old and not Path(manifest['tokenizer']).is_dir():
         raise DataError(f"{Path(cfg.data_dir)/'manifest.json'}: its tokenizer folder {manifest['tokenizer']} "
                         'no longer exists (moved or deleted since prepare)')
-    tok = load_tokenizer(str(tok_path or manifest['tokenizer']))  # the data's; checkpoints and final/ get a copy
+    tok = load_tokenizer(str(tok_path or manifest['tokenizer']))  # checkpoints and final/ get a copy
     folder, state = find_checkpoint(run_dir, set_aside=main) if cfg.resume else (None, None)
-    if cfg.resume and state is None and main: logger.info(f'{run_dir}: no checkpoint to resume; starting at step 0')
+    if cfg.resume and state is None and main:
+        logger.info(f'{run_dir}: no checkpoint to resume; starting at step 0')
     model = build_model(cfg, tok, manifest, device, folder, base_model)
     train_dl, eval_dl = build_data(cfg, manifest, train_ds, eval_ds, rank, world, device)
     steps_per_epoch = math.ceil(len(train_dl) / cfg.grad_accum)
@@ -630,7 +633,8 @@ def fit(cfg:TrainConfig, run_dir:Path, on_step=None, base_model=None) -> dict:
         plt.close('all')
         logger.info(f'model: {param_counts(_unwrap(model))}, {total} steps, device {device}, world {world}')
     run = start_tracking(cfg, run_dir, manifest, info['dataset_artifact']) if main else None
-    ckpt_run = {'identity': identity, 'total_steps': total, 'warmup_steps': warmup_steps, 'template': template}
+    ckpt_run = {'identity': identity, 'total_steps': total, 'warmup_steps': warmup_steps,
+                'template': template}
     if step == 0:  # the baseline
         metrics.append({'step': 0, 'epoch': 0.0, **evaluate(_unwrap(model), eval_dl, device, amp, impl)})
         if main: log_metrics(metrics[-1], run_dir, run)
@@ -665,7 +669,7 @@ def fit(cfg:TrainConfig, run_dir:Path, on_step=None, base_model=None) -> dict:
 
 @dataclass
 class FineTuneResult:
-    "What `fine_tune` returns: the last metrics line, the run folder, its final model folder, the model object."
+    "What `fine_tune` returns: the last metrics line, the run folder, the final model's folder, the model."
     metrics: dict      # the last metrics line (step, loss or eval_loss, ...)
     out: Path          # the run folder: run.json, metrics.jsonl, checkpoints/, final/
     final: Path|None   # the fine-tuned model's folder (with tokenizer and template); None if stopped early
@@ -698,7 +702,8 @@ def fine_tune(
         _set_rng_states(rng)
         if model is not None: model.train(was_training)
     out = Path(cfg.out)
-    done = (out/RUN_MARKER).is_file() and json.loads((out/RUN_MARKER).read_text('utf-8')).get('status') == 'finished'
+    info = json.loads((out/RUN_MARKER).read_text('utf-8')) if (out/RUN_MARKER).is_file() else {}
+    done = info.get('status') == 'finished'
     return FineTuneResult(metrics, out, out/'final' if done and (out/'final').is_dir() else None, model)
 
 def _train(cfg:TrainConfig, on_step, model, mode:str) -> dict:
