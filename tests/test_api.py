@@ -42,8 +42,8 @@ def test_every_name_resolves_and_none_is_a_module():
 def test_names_survive_importing_their_modules():
     "After `import alpaca_ft.prepare` / `.train`, the top-level functions are still functions (no shadowing)."
     import alpaca_ft.prepare, alpaca_ft.train, alpaca_ft.demo, alpaca_ft.generate  # noqa: F401
-    assert alpaca_ft.prepare_dataset is alpaca_ft.prepare.prepare
-    assert alpaca_ft.fine_tune is alpaca_ft.train.train
+    assert alpaca_ft.prepare_dataset is alpaca_ft.prepare.prepare_dataset
+    assert alpaca_ft.fine_tune is alpaca_ft.train.fine_tune
     assert alpaca_ft.run_demo is alpaca_ft.demo.demo
     assert alpaca_ft.generate_answer is alpaca_ft.generate.generate_answer
     assert alpaca_ft.collate is alpaca_ft.batching.collate
