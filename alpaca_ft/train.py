@@ -77,8 +77,9 @@ class TrainConfig:
                                   'and only once the new run has finished')
     seed: int = _opt(42, 'seed of the model init, the shuffling and dropout')
     num_workers: int = _opt(0, 'DataLoader worker processes')
-    wandb: str = _opt('disabled', 'W&B mode (online needs an API key: wandb login); the CLI logs offline',
-                      choices=WANDB_MODES)
+    wandb: str = _opt('disabled', 'W&B mode: disabled (the default in Python), offline (the default of the '
+                      'command line) or online (needs an API key: wandb login)', choices=WANDB_MODES,
+                      cli_default='offline')
     wandb_project: str = _opt('alpaca_ft', 'W&B project')
     tiny_layers: int = _opt(2, 'decoder layers of the tiny model used when --model is not given')
     tiny_hidden: int = _opt(64, 'hidden size of the tiny model (a multiple of 8: 4 heads of an even size)')
