@@ -41,7 +41,7 @@ def _demo_steps(tmp:Path, max_steps:int, wandb:str, progress:bool) -> tuple[dict
                       batch_size=8, grad_accum=1, lr=2e-3, warmup=0.1, n_freeze=0, freeze_embed=False,
                       eval_every=max(1, max_steps // 4), save_every=max(1, max_steps // 2), n_eval_samples=5,
                       max_new_tokens=64, wandb=wandb, progress=progress)
-    last = train(cfg)
+    last = train(cfg).metrics
     print('4/4 asking the fine-tuned model:', QUESTION)
     answer = generate_answer(tmp/'run'/'final', QUESTION, max_new_tokens=48).strip()[:300] or '(empty)'
     print('   ', answer)
