@@ -28,7 +28,7 @@ _API = {
     'setup_for_training': ('model', 'setup_for_training'),
     'TrainConfig': ('train', 'TrainConfig'), 'fine_tune': ('train', 'fine_tune'),
     'FineTuneResult': ('train', 'FineTuneResult'),
-    'generate_answer': ('generate', 'generate_answer'), 'run_demo': ('demo', 'demo'),
+    'generate_answer': ('generate', 'generate_answer'), 'run_demo': ('demo', 'run_demo'),
 }
 _MODULES = ('data', 'prompts', 'tokenization', 'split', 'packing', 'batching', 'viz', 'tracking', 'prepare',
             'model', 'train', 'generate', 'demo', 'cli')

@@ -16,7 +16,7 @@ from .generate import generate_answer
 from transformers.utils import logging as hf_logging
 
 # %% auto #0
-__all__ = ['DEMO_MARKER', 'QUESTION', 'demo']
+__all__ = ['DEMO_MARKER', 'QUESTION', 'demo', 'run_demo']
 
 # %% ../nbs/13_demo.ipynb #c6adb566
 DEMO_MARKER = 'demo.json'
@@ -65,7 +65,7 @@ def _summary(out:Path, n_train:int, wandb:str) -> str:
             f'try:         alpaca_ft generate {out/"run"/"final"} '
             '--instruction "Give three tips for staying healthy."')
 
-def demo(out, max_steps:int=150, overwrite:bool=False, wandb:str='offline', progress:bool=True) -> dict:
+def run_demo(out, max_steps:int=150, overwrite:bool=False, wandb:str='offline', progress:bool=True) -> dict:
     "Prepare the sample, build a tiny Llama, fine-tune, evaluate, generate, all in `out`; the last metrics."
     out = Path(out)
     if out.is_dir() and not out.is_symlink() and not any(out.iterdir()): out.rmdir()  # empty: take it
@@ -73,3 +73,5 @@ def demo(out, max_steps:int=150, overwrite:bool=False, wandb:str='offline', prog
     last, n_train, _ = atomic_dir(out, build, overwrite, marker=DEMO_MARKER)
     print(_summary(out, n_train, wandb))
     return last
+
+demo = run_demo  # the command line's name for it

@@ -44,7 +44,7 @@ def test_names_survive_importing_their_modules():
     import alpaca_ft.prepare, alpaca_ft.train, alpaca_ft.demo, alpaca_ft.generate  # noqa: F401
     assert alpaca_ft.prepare_dataset is alpaca_ft.prepare.prepare_dataset
     assert alpaca_ft.fine_tune is alpaca_ft.train.fine_tune
-    assert alpaca_ft.run_demo is alpaca_ft.demo.demo
+    assert alpaca_ft.run_demo is alpaca_ft.demo.run_demo
     assert alpaca_ft.generate_answer is alpaca_ft.generate.generate_answer
     assert alpaca_ft.collate is alpaca_ft.batching.collate
     assert isinstance(alpaca_ft.prepare, types.ModuleType)
