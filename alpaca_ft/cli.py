@@ -4,18 +4,26 @@
 
 # %% ../nbs/20_cli.ipynb #fd6ea97d
 from __future__ import annotations
-import argparse, dataclasses, json, logging, signal, sys, traceback, typing
+import argparse, dataclasses, json, logging, re, signal, sys, traceback, typing
 from pathlib import Path
 from .data import DataError
 from .tracking import WANDB_MODES
 
 # %% auto #0
-__all__ = ['HELP', 'TINY_HEADS', 'TINY_MARKER', 'COMMANDS', 'error_message', 'Parser', 'check_tiny_shape', 'add_config_options',
-           'parser', 'main']
+__all__ = ['HELP', 'TINY_HEADS', 'TINY_MARKER', 'COMMANDS', 'as_flags', 'error_message', 'Parser', 'check_tiny_shape',
+           'add_config_options', 'parser', 'main']
 
 # %% ../nbs/20_cli.ipynb #2df98f32
+_FLAGS = {'pack_strategy': 'pack'}  # Python argument -> option, where the names differ
+
+def as_flags(s:str) -> str:
+    "A library message's Python arguments as the command's options: `overwrite=True` -> `--overwrite`."
+    s = re.sub(r"\b(resume|overwrite|train_on_inputs)=True\b", lambda m: '--' + m[1].replace('_', '-'), s)
+    return re.sub(r"\b(max_seq_len|overlong|pack_strategy|template|max_new_tokens)=('?)([^\s',;)]+)\2",
+                  lambda m: f"--{_FLAGS.get(m[1], m[1]).replace('_', '-')} {m[3]}", s)
+
 def _one_line(s:str, limit:int=800) -> str:
-    s = ' '.join(str(s).split())
+    s = as_flags(' '.join(str(s).split()))
     return s if len(s) <= limit else s[:limit - 3] + '...'
 
 def error_message(e:BaseException, out=None) -> tuple[int, str]:

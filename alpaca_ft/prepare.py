@@ -243,7 +243,7 @@ def tokenize_splits(splits:dict, tokenizer, template:str='alpaca', train_on_inpu
         if not examples[name]['input_ids']:
             why = (f'all {n_unlabelled} examples were cut to no label tokens at max_seq_len={max_seq_len} '
                    f'(their prompts are longer); raise max_seq_len' if n_unlabelled
-                   else f'no examples left (--overlong {overlong})')
+                   else f'no examples left (overlong={overlong!r})')
             raise DataError(f'the {name} split has no label tokens: {why}')
         start = end
     return examples, counts
@@ -257,8 +257,8 @@ def pack_splits(examples:dict, max_seq_len:int=1024, strategy:str='bfd', progres
     packed = {name: pack(split, max_seq_len, strategy, progress) for name, split in examples.items()}
     for name, packs in packed.items():
         if not len(packs):
-            raise DataError(f'the {name} split is empty after packing (too little data for --pack {strategy} '
-                            f'at max_seq_len={max_seq_len})')
+            raise DataError(f'the {name} split is empty after packing (too little data for '
+                            f'pack_strategy={strategy!r} at max_seq_len={max_seq_len})')
         assert packs.features == FEATURES, packs.features
     return packed
 
@@ -369,7 +369,7 @@ def _summary(m:dict) -> str:
     r, s = m['rows'], m['splits']
     lines = [f"read {r['read']} rows from {len(m['sources'])} source(s); skipped {r['invalid']} blank; "
              f"truncated {r['truncated']}, dropped {r['dropped']} (over {m['max_seq_len']} tokens, "
-             f"--overlong {m['overlong']}); dropped {r['no_labels']} with no label token left",
+             f"overlong={m['overlong']!r}); dropped {r['no_labels']} with no label token left",
              f"tokenizer {m['tokenizer']}, template {m['template']}, pack {m['pack']}, seed {m['seed']}",
              f"{'split':<6} {'examples':>9} {'sequences':>10} {'tokens':>10} {'label tokens':>13} "
              f"{'fill':>7}"]

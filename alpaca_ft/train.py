@@ -133,7 +133,7 @@ def load_prepared(data_dir) -> tuple:
             raise DataError(f'{d/name}: needs columns input_ids, labels, position_ids; has {ds.column_names}')
     if manifest.get('splits', {}).get('train', {}).get('label_tokens', 1) == 0:
         raise DataError(f'{d}: the train split has no label tokens (every response was cut off: '
-                        'prepare with a larger --max-seq-len)')
+                        'prepare with a larger max_seq_len)')
     return manifest, train_ds, eval_ds
 
 # %% ../nbs/12_train.ipynb #08f4dccd
@@ -323,7 +323,7 @@ def find_checkpoint(run_dir, set_aside:bool=True) -> tuple[Path|None, dict|None]
             if set_aside: folder.rename(_free_name(folder.with_name(folder.name + '.corrupt')))
     if bad:  # starting again from step 0 is not what --resume asked for
         raise DataError(f"{Path(run_dir)/'checkpoints'}: no usable checkpoint ({', '.join(bad)} cannot be "
-                        'read, set aside as *.corrupt); start the run again with --overwrite')
+                        'read, set aside as *.corrupt); start the run again with overwrite=True')
     return None, None
 
 def _free_name(path:Path) -> Path:
@@ -399,7 +399,8 @@ def check_run_dir(cfg:TrainConfig) -> str:
         raise FileExistsError(f'{out}: a run folder cannot be inside the data folder {cfg.data_dir}')
     if not out.exists() or not any(p.name != '.lock' for p in out.iterdir()): return 'new'
     if not cfg.overwrite:
-        raise FileExistsError(f'{out} exists; pass --resume to continue it or --overwrite to replace it')
+        raise FileExistsError(f'{out} exists; pass resume=True to continue it or overwrite=True to '
+                              'replace it')
     check_replaceable(out, overwrite=True, marker=RUN_MARKER)  # not the current folder, and made by train
     if Path(cfg.data_dir).resolve().is_relative_to(out.resolve()):
         raise FileExistsError(f'{out}: not replaced: it holds the data folder {cfg.data_dir}')
@@ -512,8 +513,8 @@ def resume(state:dict, folder:Path, opt, identity:dict, total:int) -> tuple[int,
         raise ValueError(f'{folder}: the run is at step {step} already; give max_steps above {step} to go on')
     if step == total: logger.info(f'resuming at the last step ({step}): writing the final model')
     if total != old_total:
-        logger.info(f'resuming at step {step}: the schedule was {old_total} steps, now {total}: the cosine is '
-              f'recomputed over {total} steps ({warmup_steps} warmup steps, as before) from step {step}')
+        logger.info(f'resuming at step {step}: the schedule was {old_total} steps, now {total}: the cosine '
+                    f'is recomputed over {total} steps ({warmup_steps} warmup steps, as before) from step {step}')
     opt.load_state_dict(state['optimizer'])
     _set_rng_states(state['rng'])
     return step, warmup_steps
