@@ -4,18 +4,26 @@
 
 # %% ../nbs/20_cli.ipynb #fd6ea97d
 from __future__ import annotations
-import argparse, dataclasses, json, signal, sys, traceback, typing
+import argparse, dataclasses, json, logging, re, signal, sys, traceback, typing
 from pathlib import Path
 from .data import DataError
 from .tracking import WANDB_MODES
 
 # %% auto #0
-__all__ = ['HELP', 'TINY_HEADS', 'TINY_MARKER', 'COMMANDS', 'error_message', 'Parser', 'check_tiny_shape', 'add_config_options',
-           'parser', 'main']
+__all__ = ['HELP', 'TINY_HEADS', 'TINY_MARKER', 'COMMANDS', 'as_flags', 'error_message', 'Parser', 'check_tiny_shape',
+           'add_config_options', 'parser', 'main']
 
 # %% ../nbs/20_cli.ipynb #2df98f32
+_FLAGS = {'pack_strategy': 'pack'}  # Python argument -> option, where the names differ
+
+def as_flags(s:str) -> str:
+    "A library message's Python arguments as the command's options: `overwrite=True` -> `--overwrite`."
+    s = re.sub(r"\b(resume|overwrite|train_on_inputs)=True\b", lambda m: '--' + m[1].replace('_', '-'), s)
+    return re.sub(r"\b(max_seq_len|overlong|pack_strategy|template|max_new_tokens)=('?)([^\s',;)]+)\2",
+                  lambda m: f"--{_FLAGS.get(m[1], m[1]).replace('_', '-')} {m[3]}", s)
+
 def _one_line(s:str, limit:int=800) -> str:
-    s = ' '.join(str(s).split())
+    s = as_flags(' '.join(str(s).split()))
     return s if len(s) <= limit else s[:limit - 3] + '...'
 
 def error_message(e:BaseException, out=None) -> tuple[int, str]:
@@ -138,6 +146,7 @@ def add_config_options(p:argparse.ArgumentParser, config_cls, positional=('data_
         help, choices = f.metadata.get('help'), f.metadata.get('choices')
         flag = '--' + f.name.replace('_', '-')
         default = None if f.default is dataclasses.MISSING else f.default
+        default = f.metadata.get('cli_default', default)  # e.g. W&B: offline here, disabled in Python
         if default is not None and typ is not bool and help and 'default' not in help:
             help = f'{help} (default: {default})'
         if f.name in positional: p.add_argument(f.name, help=help)
@@ -169,7 +178,7 @@ def _add_generate(sub):
     p = sub.add_parser('generate', help=HELP['generate'])
     p.add_argument('model', help='model folder (e.g. RUN_DIR/final) or hub id')
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument('--instruction', help='the instruction, put into the Alpaca template')
+    g.add_argument('--instruction', help="the instruction, put into the template the model was trained with")
     g.add_argument('--prompt', help='raw text, no template')
     p.add_argument('--input', default='', help='the optional input of the instruction')
     p.add_argument('--max-new-tokens', type=int, default=256, metavar='N', help='tokens to generate at most')
@@ -213,12 +222,24 @@ def parser(command:str|None=None) -> argparse.ArgumentParser:
 
 def _interrupt(signum, frame): raise KeyboardInterrupt  # SIGTERM (a scheduler, `docker stop`) as Ctrl-C
 
+def _log_handlers() -> list[logging.Handler]:
+    "The library logs (logger `alpaca_ft`); the command prints: INFO to stdout, warnings to stderr."
+    out, err = logging.StreamHandler(sys.stdout), logging.StreamHandler(sys.stderr)
+    out.addFilter(lambda r: r.levelno < logging.WARNING)
+    err.setLevel(logging.WARNING)
+    for h in (out, err): h.setFormatter(logging.Formatter('%(message)s'))
+    return [out, err]
+
 def main(argv:list[str]|None=None) -> int:
     "Entry point of the `alpaca_ft` command; returns the exit code."
     argv = sys.argv[1:] if argv is None else list(argv)
     command, a = next((x for x in argv if x in COMMANDS), None), None
     try: old_term = signal.signal(signal.SIGTERM, _interrupt)
     except ValueError: old_term = None  # not the main thread: leave signals alone
+    log, handlers = logging.getLogger('alpaca_ft'), _log_handlers()
+    old_level = log.level
+    for h in handlers: log.addHandler(h)
+    log.setLevel(logging.INFO)
     try:
         a = parser(command or '').parse_args(argv)  # no command (--help): list them, import nothing
         COMMANDS[a.command][1](a)
@@ -231,6 +252,8 @@ def main(argv:list[str]|None=None) -> int:
         return code
     finally:
         if old_term is not None: signal.signal(signal.SIGTERM, old_term)
+        for h in handlers: log.removeHandler(h)
+        log.setLevel(old_level)
     return 0
 
 # %% ../nbs/20_cli.ipynb #f8f29a98

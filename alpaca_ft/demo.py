@@ -16,7 +16,7 @@ from .generate import generate_answer
 from transformers.utils import logging as hf_logging
 
 # %% auto #0
-__all__ = ['DEMO_MARKER', 'QUESTION', 'demo']
+__all__ = ['DEMO_MARKER', 'QUESTION', 'demo', 'run_demo']
 
 # %% ../nbs/13_demo.ipynb #c6adb566
 DEMO_MARKER = 'demo.json'
@@ -41,7 +41,7 @@ def _demo_steps(tmp:Path, max_steps:int, wandb:str, progress:bool) -> tuple[dict
                       batch_size=8, grad_accum=1, lr=2e-3, warmup=0.1, n_freeze=0, freeze_embed=False,
                       eval_every=max(1, max_steps // 4), save_every=max(1, max_steps // 2), n_eval_samples=5,
                       max_new_tokens=64, wandb=wandb, progress=progress)
-    last = train(cfg)
+    last = train(cfg).metrics
     print('4/4 asking the fine-tuned model:', QUESTION)
     answer = generate_answer(tmp/'run'/'final', QUESTION, max_new_tokens=48).strip()[:300] or '(empty)'
     print('   ', answer)
@@ -65,7 +65,7 @@ def _summary(out:Path, n_train:int, wandb:str) -> str:
             f'try:         alpaca_ft generate {out/"run"/"final"} '
             '--instruction "Give three tips for staying healthy."')
 
-def demo(out, max_steps:int=150, overwrite:bool=False, wandb:str='offline', progress:bool=True) -> dict:
+def run_demo(out, max_steps:int=150, overwrite:bool=False, wandb:str='offline', progress:bool=True) -> dict:
     "Prepare the sample, build a tiny Llama, fine-tune, evaluate, generate, all in `out`; the last metrics."
     out = Path(out)
     if out.is_dir() and not out.is_symlink() and not any(out.iterdir()): out.rmdir()  # empty: take it
@@ -73,3 +73,5 @@ def demo(out, max_steps:int=150, overwrite:bool=False, wandb:str='offline', prog
     last, n_train, _ = atomic_dir(out, build, overwrite, marker=DEMO_MARKER)
     print(_summary(out, n_train, wandb))
     return last
+
+demo = run_demo  # the command line's name for it

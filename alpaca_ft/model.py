@@ -80,12 +80,13 @@ def tiny_config(vocab_size:int, layers:int=2, hidden:int=64, heads:int=4, max_le
 
 def tiny_llama(vocab_size:int, layers:int=2, hidden:int=64, heads:int=4, seed:int=0,
                attn_implementation:str='sdpa', **kw) -> LlamaForCausalLM:
-    "A randomly initialised (seeded) Llama of toy size."
+    "A randomly initialised (seeded) Llama of toy size; the global random generator is left as it was."
     check_attn_implementation(attn_implementation)
-    torch.manual_seed(seed)
     cfg = tiny_config(vocab_size, layers, hidden, heads, **kw)
     cfg._attn_implementation = attn_implementation
-    return LlamaForCausalLM(cfg)
+    with torch.random.fork_rng(devices=[]):  # seeds the init, not the caller's generator
+        torch.manual_seed(seed)
+        return LlamaForCausalLM(cfg)
 
 def save_tiny_model(out:str|Path, tokenizer:str|None=None, layers:int=2, hidden:int=64, seed:int=0) -> Path:
     "Build a tiny Llama for `tokenizer` (default: the bundled one) and save model and tokenizer to `out`."

@@ -94,18 +94,45 @@ def pack_none(examples:dict, max_seq_len:int=None) -> datasets.Dataset:
     return _assemble(examples, [[i] for i in range(len(examples['input_ids']))])
 
 # %% ../nbs/04_packing.ipynb #b9099d8a
-def unpack(pack:dict) -> list[dict]:
-    "Split one pack back into its examples (`input_ids` and `labels`) at each `position_ids == 0`."
+def unpack(pack) -> list[dict]:
+    "Split a pack (or each pack of a `Dataset` or list) back into its examples at each `position_ids == 0`."
+    if not isinstance(pack, dict): return [e for p in pack for e in unpack(p)]
+    missing = [k for k in ('input_ids', 'labels', 'position_ids') if k not in pack]
+    if missing: raise ValueError(f'pack needs input_ids, labels and position_ids; missing {missing}')
     starts = [i for i, p in enumerate(pack['position_ids']) if p == 0] + [len(pack['position_ids'])]
     return [{k: pack[k][s:e] for k in ('input_ids', 'labels')} for s, e in zip(starts, starts[1:])]
 
 # %% ../nbs/04_packing.ipynb #ec62040a
 PACKERS = {'greedy': pack_greedy, 'bfd': pack_bfd, 'none': pack_none}
 
+def _as_columns(examples, name:str='examples') -> dict:
+    "`examples` as columns `input_ids` and `labels` (what `tokenize_examples` returns); rows are turned round."
+    if isinstance(examples, (list, tuple)):  # rows, as `unpack` gives them
+        bad = next((i for i, e in enumerate(examples) if not isinstance(e, dict)), None)
+        if bad is not None: raise TypeError(f'{name}[{bad}] must be a dict, got {type(examples[bad]).__name__}')
+        examples = {k: [e.get(k) for e in examples] for k in ('input_ids', 'labels')}
+        if any(v is None for col in examples.values() for v in col):
+            raise ValueError(f'every row of {name} needs input_ids and labels')
+    if not isinstance(examples, dict):
+        raise TypeError(f'{name} must be columns (a dict of lists) or rows (a list of dicts), got a '
+                        f'{type(examples).__name__}')
+    missing = [k for k in ('input_ids', 'labels') if k not in examples]
+    if missing: raise ValueError(f'{name} needs the columns input_ids and labels; missing {", ".join(missing)}')
+    if len(examples['input_ids']) != len(examples['labels']):
+        raise ValueError(f"{name}: {len(examples['input_ids'])} input_ids but {len(examples['labels'])} labels")
+    return examples
+
 def pack(examples:dict, max_seq_len:int, strategy:str='bfd', progress:bool=False) -> datasets.Dataset:
-    "Pack `examples` with `strategy` (`bfd`, `greedy` or `none`): a `Dataset`, one row per sequence."
+    "Pack `examples` (columns or rows) with `strategy` (`bfd`, `greedy` or `none`): a `Dataset` of packs."
     if strategy not in PACKERS:
         raise ValueError(f'unknown packing {strategy!r}; expected one of {list(PACKERS)}')
+    if not isinstance(max_seq_len, int) or isinstance(max_seq_len, bool) or max_seq_len < 1:
+        raise ValueError(f'max_seq_len must be an integer >= 1, got {max_seq_len!r}')
+    examples = _as_columns(examples)
+    long = next((i for i, x in enumerate(examples['input_ids']) if len(x) > max_seq_len), None)
+    if long is not None and strategy == 'bfd':
+        raise ValueError(f"examples[{long}] has {len(examples['input_ids'][long])} tokens > max_seq_len="
+                         f'{max_seq_len}: truncate or drop such examples first with limit_length')
     if strategy == 'bfd': return pack_bfd(examples, max_seq_len, progress)
     return PACKERS[strategy](examples, max_seq_len)
 

@@ -75,14 +75,29 @@ def with_eos(ids:list[int], tokenizer) -> list[int]:
 
 # %% ../nbs/02_tokenization.ipynb #bf09fd2c
 def _prompt_len(enc, i:int, n_chars:int, n_tokens:int) -> int:
-    "Number of tokens of example `i` of batch encoding `enc` that belong to its first `n_chars` characters."
+    "Tokens of example `i` of `enc` before the one holding character `n_chars` (the response's first)."
     for c in range(n_chars, n_chars + 8):  # a character may map to no token (dropped by a normalizer)
         t = enc.char_to_token(i, c)
-        if t is not None: return t + (enc.token_to_chars(i, t).start < n_chars)
+        if t is not None: return t  # a token straddling the boundary (`▁Four` after 'A: ') is the answer's
     return n_tokens
+
+def _check_texts(name:str, texts) -> list[str]:
+    "`texts` as a list of strings; a TypeError naming the argument `name` otherwise."
+    if isinstance(texts, (str, bytes)) or not hasattr(texts, '__len__'):
+        raise TypeError(f'{name} must be a list of strings (one per example), got a {type(texts).__name__}'
+                        + (f'; for one example pass [{name[:-1]}]' if isinstance(texts, str) else ''))
+    texts = list(texts)
+    bad = next((k for k, t in enumerate(texts) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise TypeError(f'{name}[{bad}] must be a string, got a {type(texts[bad]).__name__}')
+    return texts
 
 def tokenize_examples(prompts:list[str], responses:list[str], tokenizer, train_on_inputs:bool=False) -> dict:
     "Token ids (BOS + prompt + response + one EOS) and labels (`-100` on the prompt unless train_on_inputs)."
+    prompts, responses = _check_texts('prompts', prompts), _check_texts('responses', responses)
+    if len(prompts) != len(responses):
+        raise ValueError(f'prompts and responses must be as long: {len(prompts)} prompts, '
+                         f'{len(responses)} responses')
     enc = tokenizer([p + r for p, r in zip(prompts, responses)], add_special_tokens=True,
                     return_attention_mask=False)
     own_eos, eos = adds_eos(tokenizer), tokenizer.eos_token_id

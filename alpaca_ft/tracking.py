@@ -5,13 +5,14 @@
 # %% ../nbs/07_tracking.ipynb #bfb959db
 from __future__ import annotations
 import netrc, os, re
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 import pandas as pd
 
 # %% auto #0
-__all__ = ['WANDB_MODES', 'TABLE_ROWS', 'check_wandb', 'init_run', 'log_tables', 'log_dir_artifact', 'artifact_name',
-           'artifact_record']
+__all__ = ['WANDB_MODES', 'TABLE_ROWS', 'check_wandb', 'kept_environ', 'wandb_dir', 'init_run', 'log_tables', 'log_dir_artifact',
+           'artifact_name', 'artifact_record']
 
 # %% ../nbs/07_tracking.ipynb #c61b37df
 # W&B's own ways of holding a key (env, netrc), checked without reading the key out
@@ -38,16 +39,32 @@ def check_wandb(mode:str):
         raise ValueError('wandb online needs an API key: run `wandb login` or set WANDB_API_KEY '
                          '(or log offline, the default, and upload later with `wandb sync`)')
 
-def init_run(mode:str='offline', project:str='alpaca_ft', job_type:str|None=None, config:dict|None=None,
+@contextmanager
+def kept_environ():
+    "Put `os.environ` back as it was when the block ends (W&B sets variables for its runs)."
+    before = dict(os.environ)
+    try: yield
+    finally:
+        for k in set(os.environ) - set(before): del os.environ[k]
+        for k, v in before.items():
+            if os.environ.get(k) != v: os.environ[k] = v
+
+def wandb_dir() -> Path:
+    "Where W&B writes a run's files unless told: `$WANDB_DIR`, else the package's cache, never the cwd."
+    if os.environ.get('WANDB_DIR'): return Path(os.environ['WANDB_DIR'])
+    from alpaca_ft.tokenization import cache_dir
+    return cache_dir()/'wandb'
+
+def init_run(mode:str='disabled', project:str='alpaca_ft', job_type:str|None=None, config:dict|None=None,
              dir=None):
-    "A W&B run in `mode` (`offline` by default), or `None` when `disabled`."
+    "A W&B run in `mode` (`offline` or `online`), or `None` when `disabled` (the default)."
     check_wandb(mode)
     if mode == 'disabled': return None
     import wandb
-    os.environ.setdefault('WANDB_SILENT', 'true')
-    if dir is not None: Path(dir).mkdir(parents=True, exist_ok=True)
+    dir = Path(dir) if dir is not None else wandb_dir()
+    dir.mkdir(parents=True, exist_ok=True)
     try: return wandb.init(project=project, job_type=job_type, config=config, mode=mode, dir=dir,
-                           reinit='finish_previous')
+                           reinit='finish_previous', settings=wandb.Settings(silent=True))
     except Exception as e:  # no server, a bad WANDB_* setting: the user's environment, not a bug (exit 2)
         first = ' '.join(str(e).split())[:300]
         raise ValueError(f'W&B ({mode}): cannot start a run: {type(e).__name__}: {first} '

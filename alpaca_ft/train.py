@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_train.ipynb #9316ac63
 from __future__ import annotations
-import contextlib, json, math, os, random, re, shutil, time
+import contextlib, dataclasses, json, logging, math, os, random, re, shutil, time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from functools import partial
@@ -20,21 +20,24 @@ from transformers import get_cosine_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 from .batching import attention_mask_for, pad_batch
 from .data import DataError, atomic_dir, check_replaceable, remove_stale_temps, write_atomic
-from .generate import predict_rows
+from .generate import hf_progress_bars, predict_rows, write_template
 from .model import (ATTN_IMPLEMENTATIONS, default_dtype, load_model, param_counts, setup_for_training,
                              tiny_llama)
 from .split import read_jsonl
 from .tokenization import load_tokenizer
-from .tracking import WANDB_MODES, artifact_name, artifact_record, check_wandb, init_run, log_dir_artifact
+from .tracking import (WANDB_MODES, artifact_name, artifact_record, check_wandb, init_run, kept_environ,
+                               log_dir_artifact)
+
+logger = logging.getLogger('alpaca_ft')
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'STEP_SUMS', 'RUN_MARKER', 'TrainConfig', 'check_config', 'load_prepared', 'check_tokenizer',
-           'token_loss', 'step_grads', 'pack_isolation_error', 'build_optimizer', 'build_scheduler', 'lr_schedule_plot',
-           'checkpoint_step', 'list_checkpoints', 'latest_checkpoint', 'prune_checkpoints', 'save_checkpoint',
-           'read_checkpoint', 'find_checkpoint', 'run_identity', 'check_same_run', 'autocast_dtype', 'device_ids',
-           'init_distributed', 'evaluate', 'check_run_dir', 'run_lock', 'write_run_info', 'build_data', 'build_model',
-           'step_batches', 'train_step', 'should_eval', 'should_save', 'log_step', 'resume', 'start_tracking', 'finish',
-           'log_metrics', 'sample_answers', 'fit', 'train']
+__all__ = ['logger', 'PRECISIONS', 'STEP_SUMS', 'RUN_MARKER', 'train', 'TrainConfig', 'check_config', 'load_prepared',
+           'check_tokenizer', 'token_loss', 'step_grads', 'pack_isolation_error', 'build_optimizer', 'build_scheduler',
+           'lr_schedule_plot', 'checkpoint_step', 'list_checkpoints', 'latest_checkpoint', 'prune_checkpoints',
+           'save_checkpoint', 'read_checkpoint', 'find_checkpoint', 'run_identity', 'check_same_run', 'autocast_dtype',
+           'device_ids', 'init_distributed', 'evaluate', 'check_run_dir', 'run_lock', 'write_run_info', 'build_data',
+           'build_model', 'step_batches', 'train_step', 'should_eval', 'should_save', 'log_step', 'resume',
+           'start_tracking', 'finish', 'log_metrics', 'sample_answers', 'fit', 'FineTuneResult', 'fine_tune']
 
 # %% ../nbs/12_train.ipynb #0f31bdfc
 PRECISIONS = ('auto', 'bf16', 'fp32')
@@ -45,7 +48,7 @@ def _opt(default, help:str, **kw):
 
 @dataclass
 class TrainConfig:
-    "Every setting of a training run; the command line has one option per field."
+    "Every setting of a training run (checked when built); the command line has one option per field."
     data_dir: str = field(metadata={'help': 'output folder of alpaca_ft prepare'})
     out: str = field(metadata={'help': 'run folder: metrics, eval predictions, checkpoints, final model'})
     model: str|None = _opt(None, "hub id or folder (default: a tiny random Llama for the data's tokenizer)")
@@ -74,11 +77,15 @@ class TrainConfig:
                                   'and only once the new run has finished')
     seed: int = _opt(42, 'seed of the model init, the shuffling and dropout')
     num_workers: int = _opt(0, 'DataLoader worker processes')
-    wandb: str = _opt('offline', 'W&B mode (online needs an API key: wandb login)', choices=WANDB_MODES)
+    wandb: str = _opt('disabled', 'W&B mode: disabled (the default in Python), offline (the default of the '
+                      'command line) or online (needs an API key: wandb login)', choices=WANDB_MODES,
+                      cli_default='offline')
     wandb_project: str = _opt('alpaca_ft', 'W&B project')
     tiny_layers: int = _opt(2, 'decoder layers of the tiny model used when --model is not given')
     tiny_hidden: int = _opt(64, 'hidden size of the tiny model (a multiple of 8: 4 heads of an even size)')
     progress: bool = _opt(True, 'show a progress bar')
+
+    def __post_init__(self): check_config(self)  # a bad value fails here, where it was written
 
 # %% ../nbs/12_train.ipynb #719b41e5
 def _is_int(v) -> bool: return isinstance(v, int) and not isinstance(v, bool)
@@ -126,7 +133,7 @@ def load_prepared(data_dir) -> tuple:
             raise DataError(f'{d/name}: needs columns input_ids, labels, position_ids; has {ds.column_names}')
     if manifest.get('splits', {}).get('train', {}).get('label_tokens', 1) == 0:
         raise DataError(f'{d}: the train split has no label tokens (every response was cut off: '
-                        'prepare with a larger --max-seq-len)')
+                        'prepare with a larger max_seq_len)')
     return manifest, train_ds, eval_ds
 
 # %% ../nbs/12_train.ipynb #08f4dccd
@@ -268,6 +275,7 @@ def _set_rng_states(rng:dict):
 def _write_checkpoint(tmp:Path, model, optimizer, step:int, run:dict, tokenizer):
     _unwrap(model).save_pretrained(tmp, safe_serialization=True)
     if tokenizer is not None: tokenizer.save_pretrained(tmp)
+    if run.get('template') is not None: write_template(tmp, run['template'])
     state = {'step': step, 'run': run, 'optimizer': optimizer.state_dict(), 'rng': _rng_states()}
     torch.save(state, tmp/'trainer_state.pt')
 
@@ -310,12 +318,12 @@ def find_checkpoint(run_dir, set_aside:bool=True) -> tuple[Path|None, dict|None]
     for folder in reversed(list_checkpoints(run_dir)):
         try: return folder, read_checkpoint(folder)
         except DataError as e:
-            print(f'checkpoint {folder} cannot be used: {e}; trying the one before')
+            logger.warning(f'checkpoint {folder} cannot be used: {e}; trying the one before')
             bad.append(folder.name)
             if set_aside: folder.rename(_free_name(folder.with_name(folder.name + '.corrupt')))
     if bad:  # starting again from step 0 is not what --resume asked for
         raise DataError(f"{Path(run_dir)/'checkpoints'}: no usable checkpoint ({', '.join(bad)} cannot be "
-                        'read, set aside as *.corrupt); start the run again with --overwrite')
+                        'read, set aside as *.corrupt); start the run again with overwrite=True')
     return None, None
 
 def _free_name(path:Path) -> Path:
@@ -391,7 +399,8 @@ def check_run_dir(cfg:TrainConfig) -> str:
         raise FileExistsError(f'{out}: a run folder cannot be inside the data folder {cfg.data_dir}')
     if not out.exists() or not any(p.name != '.lock' for p in out.iterdir()): return 'new'
     if not cfg.overwrite:
-        raise FileExistsError(f'{out} exists; pass --resume to continue it or --overwrite to replace it')
+        raise FileExistsError(f'{out} exists; pass resume=True to continue it or overwrite=True to '
+                              'replace it')
     check_replaceable(out, overwrite=True, marker=RUN_MARKER)  # not the current folder, and made by train
     if Path(cfg.data_dir).resolve().is_relative_to(out.resolve()):
         raise FileExistsError(f'{out}: not replaced: it holds the data folder {cfg.data_dir}')
@@ -435,10 +444,12 @@ def build_data(cfg:TrainConfig, manifest:dict, train_ds, eval_ds, rank:int, worl
                          pin_memory=pin)
     return train_dl, eval_dl
 
-def build_model(cfg:TrainConfig, tokenizer, manifest:dict, device, checkpoint:Path|None=None):
-    "The model of `cfg` (or of `checkpoint`), checked against the data's tokenizer and set up to train."
+def build_model(cfg:TrainConfig, tokenizer, manifest:dict, device, checkpoint:Path|None=None,
+                base_model=None):
+    "The model of `cfg` (or of `checkpoint`, or the object `base_model`), checked and set up to train."
     source = checkpoint or cfg.model
-    if source is None:
+    if source is None and base_model is not None: model = base_model
+    elif source is None:
         model = tiny_llama(len(tokenizer), cfg.tiny_layers, cfg.tiny_hidden, seed=cfg.seed,
                            attn_implementation=cfg.attn_implementation, bos_token_id=tokenizer.bos_token_id,
                            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
@@ -500,10 +511,10 @@ def resume(state:dict, folder:Path, opt, identity:dict, total:int) -> tuple[int,
     finished = (Path(folder).parent.parent/'final').is_dir()  # a run killed while saving final/ has none
     if step > total or (step == total and finished):
         raise ValueError(f'{folder}: the run is at step {step} already; give max_steps above {step} to go on')
-    if step == total: print(f'resuming at the last step ({step}): writing the final model')
+    if step == total: logger.info(f'resuming at the last step ({step}): writing the final model')
     if total != old_total:
-        print(f'resuming at step {step}: the schedule was {old_total} steps, now {total}: the cosine is '
-              f'recomputed over {total} steps ({warmup_steps} warmup steps, as before) from step {step}')
+        logger.info(f'resuming at step {step}: the schedule was {old_total} steps, now {total}: the cosine '
+                    f'is recomputed over {total} steps ({warmup_steps} warmup steps, as before) from step {step}')
     opt.load_state_dict(state['optimizer'])
     _set_rng_states(state['rng'])
     return step, warmup_steps
@@ -525,7 +536,7 @@ def start_tracking(cfg:TrainConfig, run_dir:Path, manifest:dict, dataset:dict):
 
 def finish(model, tokenizer, run_dir:Path, metrics:list[dict], run, info:dict, name:str):
     "Save the final model, the loss plot and the model artifact `{name}-model`; mark the run finished."
-    save = partial(_save_final, model=_unwrap(model), tokenizer=tokenizer)
+    save = partial(_save_final, model=_unwrap(model), tokenizer=tokenizer, template=info.get('template'))
     atomic_dir(run_dir/'final', save, overwrite=True, marker=None)
     _loss_plot(metrics, run_dir/'loss.png')
     info['final'] = 'final'
@@ -538,9 +549,10 @@ def finish(model, tokenizer, run_dir:Path, metrics:list[dict], run, info:dict, n
     info['status'] = 'finished'
     write_run_info(run_dir, info)
 
-def _save_final(tmp:Path, model, tokenizer):
+def _save_final(tmp:Path, model, tokenizer, template=None):
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
+    if template is not None: write_template(tmp, template)  # what generate_answer prompts with
 
 def _loss_plot(metrics:list[dict], path:Path):
     fig, ax = plt.subplots(figsize=(7, 3.5))
@@ -571,7 +583,7 @@ def sample_answers(model, tokenizer, rows:list[dict], template:str, cfg:TrainCon
     model.train()
 
 # %% ../nbs/12_train.ipynb #2e7d3a6a
-def fit(cfg:TrainConfig, run_dir:Path, on_step=None) -> dict:
+def fit(cfg:TrainConfig, run_dir:Path, on_step=None, base_model=None) -> dict:
     "The run itself, written to `run_dir`: build, resume, loop, finish; returns the last metrics line."
     rank, world, device = init_distributed()
     main, run_dir = rank == 0, Path(run_dir)
@@ -581,17 +593,22 @@ def fit(cfg:TrainConfig, run_dir:Path, on_step=None) -> dict:
     random.seed(cfg.seed)
     # build: data, model, optimizer, schedule
     manifest, train_ds, eval_ds = load_prepared(cfg.data_dir)
-    if Path(manifest['tokenizer']).is_absolute() and not Path(manifest['tokenizer']).is_dir():
+    tok_path = Path(cfg.data_dir)/manifest['tokenizer_dir'] if manifest.get('tokenizer_dir') else None
+    old = tok_path is None and Path(manifest['tokenizer']).is_absolute()  # before prepare copied it in
+    if old and not Path(manifest['tokenizer']).is_dir():
         raise DataError(f"{Path(cfg.data_dir)/'manifest.json'}: its tokenizer folder {manifest['tokenizer']} "
                         'no longer exists (moved or deleted since prepare)')
-    tok = load_tokenizer(manifest['tokenizer'])  # the data's tokenizer; checkpoints and final/ get a copy
+    tok = load_tokenizer(str(tok_path or manifest['tokenizer']))  # checkpoints and final/ get a copy
     folder, state = find_checkpoint(run_dir, set_aside=main) if cfg.resume else (None, None)
-    if cfg.resume and state is None and main: print(f'{run_dir}: no checkpoint to resume; starting at step 0')
-    model = build_model(cfg, tok, manifest, device, folder)
+    if cfg.resume and state is None and main:
+        logger.info(f'{run_dir}: no checkpoint to resume; starting at step 0')
+    model = build_model(cfg, tok, manifest, device, folder, base_model)
     train_dl, eval_dl = build_data(cfg, manifest, train_ds, eval_ds, rank, world, device)
     steps_per_epoch = math.ceil(len(train_dl) / cfg.grad_accum)
     total = cfg.max_steps or cfg.epochs * steps_per_epoch
     opt, identity = build_optimizer(model, cfg, device), run_identity(cfg, manifest, world)
+    if base_model is not None and not cfg.model:  # a model object: named by its config
+        identity['model'] = f'{type(base_model).__name__}({base_model.config._name_or_path!r})'
     # resume: optimizer, random generators and the step from the newest readable checkpoint of this run
     step, warmup_steps = 0, int(cfg.warmup * total)
     if state is not None: step, warmup_steps = resume(state, folder, opt, identity, total)
@@ -604,6 +621,7 @@ def fit(cfg:TrainConfig, run_dir:Path, on_step=None) -> dict:
     metrics = read_jsonl(run_dir/'metrics.jsonl', torn_tail=True) if state else []
     metrics = [m for m in metrics if m['step'] <= step]  # what the checkpoint's run had logged
     info = {'made_by': 'alpaca_ft train', 'status': 'running', 'config': asdict(cfg), 'final': None,
+            'template': template,
             'data': {'dir': str(Path(cfg.data_dir).resolve()), 'fingerprint': manifest['fingerprint']},
             'dataset_artifact': _dataset_artifact(cfg.data_dir, manifest), 'model_artifact': None}
     if main:
@@ -615,9 +633,10 @@ def fit(cfg:TrainConfig, run_dir:Path, on_step=None) -> dict:
         fig = lr_schedule_plot(cfg.lr, warmup_steps, total)
         fig.savefig(run_dir/'lr_schedule.png', dpi=80, metadata={'Software': None})
         plt.close('all')
-        print(f'model: {param_counts(_unwrap(model))}, {total} steps, device {device}, world {world}')
+        logger.info(f'model: {param_counts(_unwrap(model))}, {total} steps, device {device}, world {world}')
     run = start_tracking(cfg, run_dir, manifest, info['dataset_artifact']) if main else None
-    ckpt_run = {'identity': identity, 'total_steps': total, 'warmup_steps': warmup_steps}
+    ckpt_run = {'identity': identity, 'total_steps': total, 'warmup_steps': warmup_steps,
+                'template': template}
     if step == 0:  # the baseline
         metrics.append({'step': 0, 'epoch': 0.0, **evaluate(_unwrap(model), eval_dl, device, amp, impl)})
         if main: log_metrics(metrics[-1], run_dir, run)
@@ -644,23 +663,63 @@ def fit(cfg:TrainConfig, run_dir:Path, on_step=None) -> dict:
     bar.close()
     # finish
     if main and step == total: finish(model, tok, run_dir, metrics, run, info, Path(cfg.out).name)
+    elif main:  # stopped by on_step: run.json says so, and resume=True goes on from the last checkpoint
+        if run is not None: run.finish()
+        write_run_info(run_dir, {**info, 'status': 'stopped', 'step': step})
     if world > 1: dist.barrier()
     return metrics[-1]
 
-def train(cfg:TrainConfig, on_step=None) -> dict:
-    "Fine-tune a causal LM on a `prepare` output as `cfg` says; returns the last metrics line."
+@dataclass
+class FineTuneResult:
+    "What `fine_tune` returns: the last metrics line, the run folder, the final model's folder, the model."
+    metrics: dict      # the last metrics line (step, loss or eval_loss, ...)
+    out: Path          # the run folder: run.json, metrics.jsonl, checkpoints/, final/
+    final: Path|None   # the fine-tuned model's folder (with tokenizer and template); None if stopped early
+    model: object = field(default=None, repr=False)  # the model object passed in, trained in place
+
+def fine_tune(
+    config:TrainConfig|None=None,  # the run's settings; or give them as keywords (`data_dir=..., out=...`)
+    on_step=None,                  # called as `on_step(step, metrics)` after each step; True stops the run
+    model=None,                    # a transformers model object to fine-tune in place (else `config.model`)
+    **settings,                    # `TrainConfig` fields, applied over `config`
+) -> FineTuneResult:
+    "Fine-tune a causal LM on a `prepare_dataset` output; the caller's RNGs and progress bars are kept."
+    if config is None: config = TrainConfig(**settings)
+    elif not isinstance(config, TrainConfig):
+        raise TypeError(f'config must be a TrainConfig, got a {type(config).__name__}')
+    elif settings: config = dataclasses.replace(config, **settings)
+    if model is not None:
+        if not (isinstance(model, torch.nn.Module) and hasattr(model, 'config')):
+            raise TypeError(f'model must be a transformers model object, got a {type(model).__name__} '
+                            '(a hub id or folder goes in TrainConfig.model)')
+        if config.model is not None: raise ValueError('give model (an object) or config.model, not both')
+    cfg = config
     check_config(cfg)
     check_wandb(cfg.wandb)
     mode = check_run_dir(cfg)
-    hf_logging.disable_progress_bar()  # no bars for saving shards; ours is enough
+    rng, was_training = _rng_states(), model.training if model is not None else None
+    try:
+        with hf_progress_bars(False), kept_environ(): metrics = _train(cfg, on_step, model, mode)
+    finally:  # fit seeds the global generators; the caller gets theirs back
+        _set_rng_states(rng)
+        if model is not None: model.train(was_training)
+    out = Path(cfg.out)
+    info = json.loads((out/RUN_MARKER).read_text('utf-8')) if (out/RUN_MARKER).is_file() else {}
+    done = info.get('status') == 'finished'
+    return FineTuneResult(metrics, out, out/'final' if done and (out/'final').is_dir() else None, model)
+
+def _train(cfg:TrainConfig, on_step, model, mode:str) -> dict:
     if mode == 'replace' and int(os.environ.get('RANK', 0)) == 0:
-        run_in = partial(fit, cfg, on_step=on_step)  # in a temp folder that replaces cfg.out when complete
+        run_in = partial(fit, cfg, on_step=on_step, base_model=model)  # in a temp folder: replaces cfg.out
         return atomic_dir(Path(cfg.out), run_in, overwrite=True, marker=RUN_MARKER)
     try:
-        if int(os.environ.get('RANK', 0)) != 0: return fit(cfg, Path(cfg.out), on_step)
-        with run_lock(cfg.out): return fit(cfg, Path(cfg.out), on_step)
+        if int(os.environ.get('RANK', 0)) != 0: return fit(cfg, Path(cfg.out), on_step, model)
+        with run_lock(cfg.out): return fit(cfg, Path(cfg.out), on_step, model)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: run.json says so; --resume goes on from the checkpoint
         if int(os.environ.get('RANK', 0)) == 0 and (Path(cfg.out)/RUN_MARKER).is_file():
             info = json.loads((Path(cfg.out)/RUN_MARKER).read_text(encoding='utf-8'))
             write_run_info(cfg.out, {**info, 'status': 'interrupted'})
         raise
+
+train = fine_tune  # the command line's name for it
+
