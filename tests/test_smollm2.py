@@ -109,5 +109,31 @@ def test_real_model_converts_and_answers(smollm2):
     assert type(model).__name__ == 'LlamaForCausalLM' and model.config.tie_word_embeddings
     assert model.lm_head.weight is model.get_input_embeddings().weight
     assert param_counts(model)['total'] == 134_515_008
+    from alpaca_ft.model import setup_for_training
+    counts = param_counts(setup_for_training(model))  # default: 22 of 30 layers and the tied head frozen
+    assert counts['tied_head'] and not counts['head_trains'] and counts['trainable'] == 28_321_344, counts
     answer = generate_answer('smollm2', instruction='What are the three primary colors?', max_new_tokens=24)
     assert 'red' in answer.lower() and 'blue' in answer.lower(), answer
+
+
+def test_a_tied_head_freezes_and_trains_with_the_embeddings(tmp_path):
+    "Tied tiny Llama: freeze_embed=True freezes the head (one matrix); False trains it, and it stays tied."
+    import torch
+    from alpaca_ft.model import load_model, param_counts, setup_for_training, tiny_llama
+    x = torch.randint(3, 1024, (2, 32), generator=torch.Generator().manual_seed(0))
+    m = setup_for_training(tiny_llama(1024, layers=4, tie_word_embeddings=True), n_freeze=2)
+    counts, layer = param_counts(m), sum(p.numel() for p in m.model.layers[3].parameters())
+    assert (counts['tied_head'], counts['embeddings_train'], counts['head_trains']) == (True, False, False)
+    assert counts['trainable'] == 2 * layer + m.model.norm.weight.numel()  # top layers and the final norm
+    m(input_ids=x, labels=x).loss.backward()
+    assert m.lm_head.weight.grad is None
+    untied = param_counts(tiny_llama(1024, layers=4))
+    assert counts['total'] == untied['total'] - 1024 * 64 and not untied['tied_head']
+    m = setup_for_training(tiny_llama(1024, layers=4, tie_word_embeddings=True), n_freeze=2, freeze_embed=False)
+    assert param_counts(m)['head_trains'] and param_counts(m)['trainable'] == counts['trainable'] + 1024 * 64
+    m(input_ids=x, labels=x).loss.backward()
+    with torch.no_grad(): m.lm_head.weight -= m.lm_head.weight.grad  # one step on the shared matrix
+    m.save_pretrained(tmp_path/'tied')
+    again = load_model(tmp_path/'tied', device='cpu', dtype=torch.float32)
+    assert again.lm_head.weight is again.get_input_embeddings().weight
+    assert torch.equal(again.lm_head.weight, m.model.embed_tokens.weight)
