@@ -137,3 +137,27 @@ def test_a_tied_head_freezes_and_trains_with_the_embeddings(tmp_path):
     again = load_model(tmp_path/'tied', device='cpu', dtype=torch.float32)
     assert again.lm_head.weight is again.get_input_embeddings().weight
     assert torch.equal(again.lm_head.weight, m.model.embed_tokens.weight)
+
+
+def test_demo_model_is_checked_before_any_work(tmp_path):
+    from alpaca_ft.demo import demo
+    with pytest.raises(ValueError, match="model='gpt2'"): demo(tmp_path/'d', model='gpt2')
+    with pytest.raises(ValueError, match='max_steps'): demo(tmp_path/'d', model='smollm2', max_steps=0)
+    with contextlib.redirect_stderr(err := io.StringIO()):
+        assert main(['demo', str(tmp_path/'d'), '--model', 'gpt2']) == 2
+    assert "invalid choice: 'gpt2'" in err.getvalue()
+    assert not (tmp_path/'d').exists()
+
+
+def test_demo_with_smollm2_answers_before_and_after(smollm2, tmp_path):
+    "`alpaca_ft demo OUT --model smollm2` (1 step here): the lesson's steps, the answers table in OUT."
+    with contextlib.redirect_stdout(out := io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        rc = main(['demo', str(tmp_path/'d'), '--model', 'smollm2', '--max-steps', '1', '--wandb', 'disabled',
+                   '--no-progress'])
+    assert rc == 0, out.getvalue()
+    rows = [json.loads(l) for l in (tmp_path/'d'/'answers.jsonl').read_text().splitlines()]
+    assert len(rows) == 5 and all(set(r) == {'instruction', 'before', 'after'} for r in rows)
+    assert json.loads((tmp_path/'d'/'demo.json').read_text())['model'] == 'smollm2'
+    manifest = json.loads((tmp_path/'d'/'data'/'manifest.json').read_text())
+    assert manifest['tokenizer'] == 'smollm2' and 'before:' in out.getvalue()
+    assert (tmp_path/'d'/'run'/'final'/'model.safetensors').is_file()
