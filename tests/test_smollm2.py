@@ -129,7 +129,8 @@ def test_a_tied_head_freezes_and_trains_with_the_embeddings(tmp_path):
     assert m.lm_head.weight.grad is None
     untied = param_counts(tiny_llama(1024, layers=4))
     assert counts['total'] == untied['total'] - 1024 * 64 and not untied['tied_head']
-    m = setup_for_training(tiny_llama(1024, layers=4, tie_word_embeddings=True), n_freeze=2, freeze_embed=False)
+    tied = tiny_llama(1024, layers=4, tie_word_embeddings=True)
+    m = setup_for_training(tied, n_freeze=2, freeze_embed=False)
     assert param_counts(m)['head_trains'] and param_counts(m)['trainable'] == counts['trainable'] + 1024 * 64
     m(input_ids=x, labels=x).loss.backward()
     with torch.no_grad(): m.lm_head.weight -= m.lm_head.weight.grad  # one step on the shared matrix
@@ -161,3 +162,23 @@ def test_demo_with_smollm2_answers_before_and_after(smollm2, tmp_path):
     manifest = json.loads((tmp_path/'d'/'data'/'manifest.json').read_text())
     assert manifest['tokenizer'] == 'smollm2' and 'before:' in out.getvalue()
     assert (tmp_path/'d'/'run'/'final'/'model.safetensors').is_file()
+
+
+def test_before_after_tables():
+    "The lesson's two tables: eval scores at the first and last evaluation; answers to the same prompts."
+    from alpaca_ft.real_model import answers_table, eval_before_after, smollm2_config
+    ms = [{'step': 0, 'eval_loss': 2.5, 'eval_accuracy': 0.48}, {'step': 1, 'loss': 2.4},
+          {'step': 6, 'eval_loss': 2.4, 'eval_accuracy': 0.49},
+          {'step': 12, 'eval_loss': 2.3, 'eval_accuracy': 0.5}]
+    t = eval_before_after(ms)
+    assert list(t.columns) == ['step 0', 'step 12'] and t.loc['eval loss'].tolist() == [2.5, 2.3]
+    with pytest.raises(ValueError, match='two evaluations'): eval_before_after(ms[:2])
+    rows = [{'instruction': 'Name a colour.', 'input': '', 'output': 'Red.'}]
+    before, after = [{'prompt': 'P', 'generation': ' blue and '}], [{'prompt': 'P', 'generation': 'Red.'}]
+    assert answers_table(rows, before, after).to_dict('records') == [
+        {'instruction': 'Name a colour.', 'before': 'blue and', 'after': 'Red.'}]
+    with pytest.raises(ValueError, match='same prompts'):
+        answers_table(rows, before, [{'prompt': 'Q', 'generation': 'x'}])
+    cfg = smollm2_config('d', 'o', 3)
+    got = (cfg.model, cfg.max_steps, cfg.eval_every, cfg.save_every, cfg.n_eval_samples)
+    assert got == ('smollm2', 3, 3, 3, 5)
