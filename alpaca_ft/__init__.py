@@ -24,9 +24,12 @@ _API = {
     'TrainConfig': ('train', 'TrainConfig'), 'fine_tune': ('train', 'train'),
     'load_prepared': ('train', 'load_prepared'),
     'generate_answer': ('generate', 'generate_answer'), 'run_demo': ('demo', 'demo'),
+    # judging answers (15)
+    'judge_predictions': ('judge', 'judge_predictions'), 'LocalJudge': ('judge', 'LocalJudge'),
+    'OpenAIJudge': ('judge', 'OpenAIJudge'),
 }
 _MODULES = ('data', 'prompts', 'tokenization', 'split', 'packing', 'batching', 'viz', 'tracking', 'prepare',
-            'model', 'train', 'generate', 'demo', 'cli')
+            'model', 'train', 'generate', 'demo', 'judge', 'cli')
 __all__ = list(_API)
 
 def __getattr__(name:str):

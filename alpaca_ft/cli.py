@@ -258,17 +258,19 @@ def _add_judge(sub):
     p.add_argument('--batch-size', type=int, default=4, metavar='N', help='prompts per forward (local)')
     p.add_argument('--wandb', choices=WANDB_MODES, default='offline', help='W&B mode (online needs a key)')
     p.add_argument('--wandb-project', default='alpaca_ft', help='W&B project')
-    p.add_argument('--overwrite', action='store_true', help='replace --out if it exists')
+    p.add_argument('--overwrite', action='store_true',
+                   help='replace --out, only if alpaca_ft judge made it (a verdicts file)')
 
 def _run_judge(a):
-    from alpaca_ft.judge import OpenAIJudge, format_summary, judge_predictions, make_judge, read_predictions
+    from alpaca_ft.judge import (OpenAIJudge, check_out, format_summary, judge_predictions, make_judge,
+                                 read_predictions)
     from alpaca_ft.tracking import check_wandb
     for flag, v, least in [('--max-pairs', a.max_pairs, 1), ('--n-boot', a.n_boot, 1),
                            ('--max-retries', a.max_retries, 0), ('--concurrency', a.concurrency, 1),
                            ('--batch-size', a.batch_size, 1)]:
         if v is not None and v < least: raise ValueError(f'{flag} must be at least {least}, got {v}')
     if not a.timeout > 0: raise ValueError(f'--timeout must be more than 0 seconds, got {a.timeout}')
-    if Path(a.out).exists() and not a.overwrite: raise ValueError(f'{a.out} exists (--overwrite replaces it)')
+    check_out(a.out, a.overwrite)
     check_wandb(a.wandb)
     tables = [read_predictions(t) for t in (a.a, a.b)]  # a bad row is named before a model loads
     if a.judge.startswith('openai:'):
@@ -277,7 +279,7 @@ def _run_judge(a):
     else: judge = make_judge(a.judge, batch_size=a.batch_size)
     rep = judge_predictions(*tables, judge, out=a.out, names=tuple(a.names), max_pairs=a.max_pairs,
                             n_boot=a.n_boot, seed=a.seed, wandb=a.wandb, wandb_project=a.wandb_project,
-                            overwrite=True)  # --out was checked above, before any work
+                            overwrite=a.overwrite)
     print(format_summary(rep.summary))
     print(f'verdicts: {a.out}')
 

@@ -17,8 +17,8 @@ from .tracking import check_wandb, init_run
 # %% auto #0
 __all__ = ['JUDGE_SYSTEM', 'VERDICTS', 'INVALID', 'LC_DEFINITION', 'read_predictions', 'pair_predictions', 'judge_messages',
            'parse_verdict', 'label_token_ids', 'LocalJudge', 'outcome', 'judge_pairs', 'length_controlled_win_rate',
-           'summarize', 'JudgeReport', 'make_judge', 'judge_predictions', 'format_summary', 'log_judgement',
-           'OpenAIJudge']
+           'summarize', 'JudgeReport', 'make_judge', 'check_out', 'judge_predictions', 'format_summary',
+           'log_judgement', 'OpenAIJudge']
 
 # %% ../nbs/15_judge.ipynb
 def read_predictions(path) -> list[dict]:
@@ -189,6 +189,16 @@ def make_judge(spec:str, **kw):
     tok = load_tokenizer(spec)
     return LocalJudge(load_model(spec, dtype=torch.float32), tok, name=spec, **kw)
 
+def check_out(out, overwrite:bool=False):
+    "Refuse an existing `out`, unless `overwrite` and it is a verdicts file that `judge_predictions` wrote."
+    out = Path(out)
+    if not out.exists(): return
+    if not overwrite: raise FileExistsError(f'{out} exists (overwrite replaces a verdicts file)')
+    try: first = json.loads(out.read_text(encoding='utf-8').split('\n', 1)[0])
+    except (ValueError, OSError): first = None
+    if not (isinstance(first, dict) and {'prompt', 'verdict_ab', 'outcome'} <= set(first)):
+        raise FileExistsError(f'{out} is not a verdicts file of alpaca_ft judge: not replaced')
+
 def _lines(rows:list[dict]) -> str:
     return ''.join(json.dumps(r, ensure_ascii=False) + '\n' for r in rows)
 
@@ -200,8 +210,7 @@ def judge_predictions(a, b, judge, out=None, names:tuple[str, str]=('a', 'b'), m
     check_wandb(wandb)
     if max_pairs is not None and max_pairs < 1: raise ValueError(f'max_pairs must be >= 1, got {max_pairs}')
     if n_boot < 1: raise ValueError(f'n_boot must be >= 1, got {n_boot}')
-    if out is not None and Path(out).exists() and not overwrite:
-        raise FileExistsError(f'{out} exists (overwrite=True replaces it)')
+    if out is not None: check_out(out, overwrite)
     ra, rb = (read_predictions(t) if isinstance(t, (str, Path)) else t for t in (a, b))
     pairs, unmatched = pair_predictions(ra, rb)
     if not pairs: raise DataError(f'no prompt is in both tables ({len(ra)} and {len(rb)} rows)')

@@ -232,6 +232,10 @@ def test_judge_predictions_writes_verdicts(stub, tables, tmp_path):
     assert out.read_bytes() == first  # same inputs, same bytes
     assert not list(tmp_path.glob('.verdicts*'))  # no temp left behind
     assert not (tmp_path/'wandb').exists()  # W&B is off by default in the Python API
+    (tmp_path/'notes.txt').write_text('my notes\n')
+    with pytest.raises(FileExistsError, match='not a verdicts file'):  # overwrite replaces only its own
+        judge_predictions(*tables, 'openai:good', out=tmp_path/'notes.txt', overwrite=True)
+    assert (tmp_path/'notes.txt').read_text() == 'my notes\n'
 
 
 def test_bad_tables_are_named(tmp_path, stub):
