@@ -15,69 +15,80 @@ from .split import read_jsonl
 from .tracking import check_wandb, init_run
 
 # %% auto #0
-__all__ = ['JUDGE_SYSTEM', 'VERDICTS', 'INVALID', 'LC_DEFINITION', 'read_predictions', 'pair_predictions', 'judge_messages',
-           'parse_verdict', 'label_token_ids', 'LocalJudge', 'outcome', 'judge_pairs', 'length_controlled_win_rate',
-           'summarize', 'JudgeReport', 'make_judge', 'check_out', 'judge_predictions', 'format_summary',
-           'log_judgement', 'OpenAIJudge']
+__all__ = ['JUDGE_SYSTEM', 'VERDICTS', 'INVALID', 'LC_DEFINITION', 'SCORE', 'read_predictions', 'pair_predictions',
+           'judge_messages', 'parse_verdict', 'label_token_ids', 'LocalJudge', 'outcome', 'judge_pairs',
+           'length_controlled_win_rate', 'summarize', 'JudgeReport', 'make_judge', 'check_out', 'judge_predictions',
+           'format_summary', 'log_judgement', 'OpenAIJudge']
 
 # %% ../nbs/15_judge.ipynb
 def read_predictions(path) -> list[dict]:
-    "The rows of a prediction table (JSONL): each needs a string `prompt` and `generation`, prompts unique."
+    "Rows of a prediction table (JSONL): string `prompt` and `generation`."
     rows, seen = read_jsonl(path), {}
     for i, r in enumerate(rows, 1):
-        if not isinstance(r, dict) or not all(isinstance(r.get(k), str) for k in ('prompt', 'generation')):
-            raise DataError(f'{path}, row {i}: needs string fields `prompt` and `generation`')
+        ok = isinstance(r, dict) and all(isinstance(r.get(k), str)
+                                         for k in ('prompt', 'generation'))
+        if not ok:
+            raise DataError(f'{path}, row {i}: needs string fields `prompt` '
+                            'and `generation`')
         if r['prompt'] in seen:
-            raise DataError(f"{path}, row {i}: the same prompt as row {seen[r['prompt']]}")
+            first = seen[r['prompt']]
+            raise DataError(f'{path}, row {i}: the same prompt as row {first}')
         seen[r['prompt']] = i
     return rows
 
 def pair_predictions(a:list[dict], b:list[dict]) -> tuple[list[dict], int]:
-    "Pairs `{prompt, a, b}` of the prompts both tables answer (in `a`'s order), and how many were unmatched."
-    b_by_prompt = {r['prompt']: r['generation'] for r in b}
-    pairs = [{'prompt': r['prompt'], 'a': r['generation'], 'b': b_by_prompt[r['prompt']]}
-             for r in a if r['prompt'] in b_by_prompt]
+    "Pairs `{prompt, a, b}` of the prompts in both tables; how many are not."
+    gen_b = {r['prompt']: r['generation'] for r in b}
+    pairs = [{'prompt': r['prompt'], 'a': r['generation'], 'b': gen_b[r['prompt']]}
+             for r in a if r['prompt'] in gen_b]
     return pairs, len(a) + len(b) - 2*len(pairs)
 
 # %% ../nbs/15_judge.ipynb
 JUDGE_SYSTEM = (
-    'You compare two answers to the same prompt. Pick the answer that follows the instruction better: '
-    'correct, helpful, and using the context given. A longer answer is not better for being longer. '
-    'Reply with one word: A, B, or TIE.')
+    'You compare two answers to the same prompt. Pick the answer that follows '
+    'the instruction better: correct, helpful, and using the context given. A '
+    'longer answer is not better for being longer. Reply with one word: A, B, '
+    'or TIE.')
 
 def judge_messages(prompt:str, answer_a:str, answer_b:str) -> list[dict]:
     "The chat messages that ask a judge which of two answers to `prompt` is better."
     user = (f'Prompt:\n{prompt}\n\nAnswer A:\n{answer_a}\n\nAnswer B:\n{answer_b}\n\n'
             'Which answer is better? Reply A, B or TIE.')
-    return [{'role': 'system', 'content': JUDGE_SYSTEM}, {'role': 'user', 'content': user}]
+    return [{'role': 'system', 'content': JUDGE_SYSTEM},
+            {'role': 'user', 'content': user}]
 
 VERDICTS = ('A', 'B', 'TIE')
 INVALID = 'invalid'
 
 def parse_verdict(reply:str|None) -> str:
-    "`A`, `B` or `TIE` when `reply` is just that word (quotes, bold, a full stop allowed); else `invalid`."
-    m = re.fullmatch(r'[\s*"\'`(\[]*(a|b|tie)[\s*"\'`)\].!]*', reply or '', flags=re.I)
+    "`A`, `B` or `TIE` when `reply` is that word (quotes, bold, a full stop allowed)."
+    edge = r'[\s*"\'`()\[\].!]*'
+    m = re.fullmatch(edge + '(a|b|tie)' + edge, reply or '', flags=re.I)
     return m.group(1).upper() if m else INVALID
 
 # %% ../nbs/15_judge.ipynb
 def label_token_ids(tokenizer, label:str) -> list[int]:
     "The ids of the one-token spellings of `label` (`A`, ` A`)."
-    ids = {tuple(tokenizer.encode(s, add_special_tokens=False)) for s in (label, ' ' + label)}
+    spellings = (label, ' ' + label)
+    ids = {tuple(tokenizer.encode(s, add_special_tokens=False)) for s in spellings}
     one = sorted(t[0] for t in ids if len(t) == 1)
-    if not one: raise ValueError(f'label {label!r} is no single token of this tokenizer')
+    if not one: raise ValueError(f'label {label!r} is no single token here')
     return one
 
 class LocalJudge:
-    "A transformers causal LM as judge: the verdict is the likelier next token, `A` or `B`."
+    "A causal LM as judge: the verdict is the likelier next token, `A` or `B`."
     def __init__(self, model, tokenizer, batch_size:int=4, name:str='local'):
-        if batch_size < 1: raise ValueError(f'batch_size must be >= 1, got {batch_size}')
-        self.model, self.tokenizer, self.batch_size, self.name = model.eval(), tokenizer, batch_size, name
+        if batch_size < 1:
+            raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.batch_size, self.name = batch_size, name
         self.ids = [label_token_ids(tokenizer, l) for l in 'AB']
 
     def text(self, messages:list[dict]) -> str:
-        "The prompt the model reads: its chat template with the assistant's turn opened, or plain text."
+        "What the model reads: its chat template, assistant's turn opened (or plain)."
         if self.tokenizer.chat_template:
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            return self.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                      add_generation_prompt=True)
         return '\n\n'.join(m['content'] for m in messages) + '\n\nVerdict:'
 
     @torch.no_grad()
@@ -87,7 +98,8 @@ class LocalJudge:
         side, tok.padding_side = tok.padding_side, 'right'
         try:
             for i in range(0, len(texts), self.batch_size):
-                enc = tok(texts[i:i + self.batch_size], return_tensors='pt', padding=True,
+                batch = texts[i:i + self.batch_size]
+                enc = tok(batch, return_tensors='pt', padding=True,
                           add_special_tokens=False).to(self.model.device)
                 logits = self.model(**enc).logits.float()
                 last = enc['attention_mask'].sum(1) - 1
@@ -98,10 +110,10 @@ class LocalJudge:
         return out
 
     def __call__(self, items:list[tuple[str, str, str]]) -> list[dict]:
-        "Verdicts on `(prompt, answer_a, answer_b)` items: `verdict`, `p_a`, and `raw` (what it said)."
+        "Verdicts on `(prompt, answer_a, answer_b)`: `verdict`, `p_a` and `raw`."
         ps = self.p_a([self.text(judge_messages(*it)) for it in items])
-        return [{'verdict': 'A' if p >= 0.5 else 'B', 'p_a': round(p, 6), 'raw': f'p(A)={p:.3f}'}
-                for p in ps]
+        return [{'verdict': 'A' if p >= 0.5 else 'B', 'p_a': round(p, 6),
+                 'raw': f'p(A)={p:.3f}'} for p in ps]
 
 # %% ../nbs/15_judge.ipynb
 def outcome(verdict_ab:str, verdict_ba:str) -> str:
@@ -112,25 +124,29 @@ def outcome(verdict_ab:str, verdict_ba:str) -> str:
     return first if first == second else 'disagree'
 
 def judge_pairs(pairs:list[dict], judge) -> list[dict]:
-    "Judge each `{prompt, a, b}` pair in both orders; one row per pair with both verdicts and the outcome."
-    items = [(p['prompt'], p['a'], p['b']) for p in pairs] + [(p['prompt'], p['b'], p['a']) for p in pairs]
-    res = judge(items)
-    if len(res) != len(items): raise ValueError(f'the judge gave {len(res)} verdicts for {len(items)} items')
+    "Judge `{prompt, a, b}` pairs in both orders: a row per pair, verdicts, outcome."
+    items = ([(p['prompt'], p['a'], p['b']) for p in pairs]
+             + [(p['prompt'], p['b'], p['a']) for p in pairs])
+    res, n = judge(items), len(pairs)
+    if len(res) != len(items):
+        raise ValueError(f'the judge gave {len(res)} verdicts for {len(items)} items')
     rows = []
-    for p, ab, ba in zip(pairs, res[:len(pairs)], res[len(pairs):]):
+    for p, ab, ba in zip(pairs, res[:n], res[n:]):
         row = {**p, 'verdict_ab': ab['verdict'], 'verdict_ba': ba['verdict'],
-               'outcome': outcome(ab['verdict'], ba['verdict']), 'raw_ab': ab.get('raw', ''),
-               'raw_ba': ba.get('raw', '')}
+               'outcome': outcome(ab['verdict'], ba['verdict']),
+               'raw_ab': ab.get('raw', ''), 'raw_ba': ba.get('raw', '')}
         if 'p_a' in ab: row.update(p_a_ab=ab['p_a'], p_a_ba=ba['p_a'])
         rows.append(row)
     return rows
 
 # %% ../nbs/15_judge.ipynb
-LC_DEFINITION = ('logistic regression (L2 1e-2) of the agreed outcome (a wins 1, b wins 0, tie half) on '
-                 '(words(a) - words(b)) / sd, evaluated at zero length difference')
+LC_DEFINITION = ('logistic regression (L2 1e-2) of the agreed outcome (a wins 1, '
+                 'b wins 0, tie half) on (words(a) - words(b)) / sd, at zero '
+                 'difference')
+SCORE = {'a': 1., 'tie': .5, 'b': 0.}  # a's score in an agreed pair
 
-def _logistic_intercept(x:np.ndarray, y:np.ndarray, w:np.ndarray, l2:float=1e-2) -> float:
-    "Newton's method for weighted logistic regression y ~ sigmoid(b0 + b1 x); returns sigmoid(b0)."
+def _logistic_intercept(x, y, w, l2:float=1e-2) -> float:
+    "Fit y ~ sigmoid(b0 + b1 x), weighted, by Newton's method; return sigmoid(b0)."
     X, beta = np.column_stack([np.ones_like(x), x]), np.zeros(2)
     for _ in range(100):
         p = 1/(1 + np.exp(-X @ beta))
@@ -142,34 +158,38 @@ def _logistic_intercept(x:np.ndarray, y:np.ndarray, w:np.ndarray, l2:float=1e-2)
     return float(1/(1 + np.exp(-beta[0])))
 
 def length_controlled_win_rate(rows:list[dict]) -> float|None:
-    "Win rate of `a` at zero length difference (see `LC_DEFINITION`); None with no agreed pair."
-    agreed = [r for r in rows if r['outcome'] in ('a', 'b', 'tie')]
+    "Win rate of `a` at zero length difference (`LC_DEFINITION`); None if none agree."
+    agreed = [r for r in rows if r['outcome'] in SCORE]
     if not agreed: return None
-    d = np.array([len(r['a'].split()) - len(r['b'].split()) for r in agreed], dtype=float)
+    d = np.array([len(r['a'].split()) - len(r['b'].split()) for r in agreed], float)
     x = d/d.std() if d.std() > 0 else np.zeros_like(d)
-    score = np.array([{'a': 1., 'b': 0., 'tie': .5}[r['outcome']] for r in agreed])
-    # a tie is two half-weight observations, one a win and one a loss
-    return _logistic_intercept(np.r_[x, x], np.r_[np.ones_like(x), np.zeros_like(x)], np.r_[score, 1 - score])
+    score = np.array([SCORE[r['outcome']] for r in agreed])
+    # each pair twice: a win with weight `score`, a loss with weight 1 - score
+    y = np.r_[np.ones_like(x), np.zeros_like(x)]
+    return _logistic_intercept(np.r_[x, x], y, np.r_[score, 1 - score])
 
 def summarize(rows:list[dict], n_boot:int=2000, seed:int=0, level:float=0.95) -> dict:
-    "Wins/ties/losses, order consistency, first-position rate, win rate with bootstrap interval, LC win rate."
+    "Counts, order consistency, first-position rate, win rate, interval, LC win rate."
     if n_boot < 1: raise ValueError(f'n_boot must be >= 1, got {n_boot}')
-    if not 0 < level < 1: raise ValueError(f'level must be between 0 and 1, got {level}')
-    count = {k: sum(r['outcome'] == k for r in rows) for k in ('a', 'tie', 'b', 'disagree', INVALID)}
+    if not 0 < level < 1: raise ValueError(f'level must be in (0, 1), got {level}')
+    kinds = ('a', 'tie', 'b', 'disagree', INVALID)
+    count = {k: sum(r['outcome'] == k for r in rows) for k in kinds}
     agreed = count['a'] + count['tie'] + count['b']
     valid = agreed + count['disagree']
-    singles = [(r['verdict_ab'], r['verdict_ba']) for r in rows]
-    firsts = [v == 'A' for pair in singles for v in pair if v in ('A', 'B')]
-    s = {'pairs': len(rows), 'wins': count['a'], 'ties': count['tie'], 'losses': count['b'],
-         'disagree': count['disagree'], 'invalid': count[INVALID],
+    singles = [v for r in rows for v in (r['verdict_ab'], r['verdict_ba'])]
+    firsts = [v == 'A' for v in singles if v in ('A', 'B')]
+    s = {'pairs': len(rows), 'wins': count['a'], 'ties': count['tie'],
+         'losses': count['b'], 'disagree': count['disagree'],
+         'invalid': count[INVALID],
          'order_consistency': agreed/valid if valid else None,
          'first_position_rate': sum(firsts)/len(firsts) if firsts else None,
-         'win_rate': None, 'win_rate_ci': None, 'lc_win_rate': length_controlled_win_rate(rows)}
+         'win_rate': None, 'win_rate_ci': None,
+         'lc_win_rate': length_controlled_win_rate(rows)}
     if agreed:
-        score = np.array([{'a': 1., 'b': 0., 'tie': .5}[r['outcome']] for r in rows
-                          if r['outcome'] in ('a', 'b', 'tie')])
-        idx = np.random.default_rng(seed).integers(0, agreed, size=(n_boot, agreed))
-        lo, hi = np.quantile(score[idx].mean(1), [(1 - level)/2, (1 + level)/2])
+        score = np.array([SCORE[r['outcome']] for r in rows if r['outcome'] in SCORE])
+        rng = np.random.default_rng(seed)
+        means = score[rng.integers(0, agreed, size=(n_boot, agreed))].mean(1)
+        lo, hi = np.quantile(means, [(1 - level)/2, (1 + level)/2])
         s.update(win_rate=float(score.mean()), win_rate_ci=[float(lo), float(hi)])
     return s
 
@@ -203,28 +223,36 @@ def _lines(rows:list[dict]) -> str:
     return ''.join(json.dumps(r, ensure_ascii=False) + '\n' for r in rows)
 
 # %% ../nbs/15_judge.ipynb
-def judge_predictions(a, b, judge, out=None, names:tuple[str, str]=('a', 'b'), max_pairs:int|None=None,
-                      n_boot:int=2000, seed:int=0, wandb:str='disabled', wandb_project:str='alpaca_ft',
+def judge_predictions(a, b, judge, out=None, names=('a', 'b'),
+                      max_pairs:int|None=None, n_boot:int=2000, seed:int=0,
+                      wandb:str='disabled', wandb_project:str='alpaca_ft',
                       overwrite:bool=False) -> JudgeReport:
-    "Judge prediction tables `a` vs `b` (paths or row lists) with `judge` in both orders; verdicts to `out`."
+    "Judge tables `a` vs `b` (paths or row lists) in both orders; verdicts to `out`."
     check_wandb(wandb)
-    if max_pairs is not None and max_pairs < 1: raise ValueError(f'max_pairs must be >= 1, got {max_pairs}')
+    if max_pairs is not None and max_pairs < 1:
+        raise ValueError(f'max_pairs must be >= 1, got {max_pairs}')
     if n_boot < 1: raise ValueError(f'n_boot must be >= 1, got {n_boot}')
     if out is not None: check_out(out, overwrite)
-    ra, rb = (read_predictions(t) if isinstance(t, (str, Path)) else t for t in (a, b))
+    ra, rb = (read_predictions(t) if isinstance(t, (str, Path)) else t
+              for t in (a, b))
     pairs, unmatched = pair_predictions(ra, rb)
-    if not pairs: raise DataError(f'no prompt is in both tables ({len(ra)} and {len(rb)} rows)')
-    if unmatched: _log.warning('%d prompts are in one table only; they are left out', unmatched)
+    if not pairs:
+        raise DataError(f'no prompt is in both tables ({len(ra)} and {len(rb)} rows)')
+    if unmatched: _log.warning('%d prompts in one table only: left out', unmatched)
     pairs = pairs[:max_pairs]
     judge = make_judge(judge) if isinstance(judge, str) else judge
     rows = judge_pairs(pairs, judge)
-    summary = {'judge': getattr(judge, 'name', type(judge).__name__), 'a': names[0], 'b': names[1],
-               'unmatched': unmatched, **summarize(rows, n_boot, seed), 'lc_definition': LC_DEFINITION}
+    summary = {'judge': getattr(judge, 'name', type(judge).__name__), 'a': names[0],
+               'b': names[1], 'unmatched': unmatched, **summarize(rows, n_boot, seed),
+               'lc_definition': LC_DEFINITION}
     if out is not None: write_atomic(out, _lines(rows))
-    own_dir = out is not None and 'WANDB_DIR' not in os.environ  # W&B's files beside the verdicts
-    log_judgement(summary, rows, wandb, wandb_project, Path(out).parent if own_dir else None)
+    # W&B's files beside the verdicts, unless WANDB_DIR says where
+    own_dir = out is not None and 'WANDB_DIR' not in os.environ
+    log_judgement(summary, rows, wandb, wandb_project,
+                  Path(out).parent if own_dir else None)
     return JudgeReport(summary, rows)
 
+# %% ../nbs/15_judge.ipynb
 def format_summary(s:dict) -> str:
     "The summary of `judge_predictions` as a few lines of text."
     f = lambda v: 'n/a' if v is None else f'{v:.2f}'
