@@ -327,14 +327,17 @@ def smollm2_or_skip():
 
 
 def test_local_judge_on_smollm2():
-    "A real small judge prefers a right answer over a wrong one more often than not, in at least one order."
+    "On a real chat model the verdict is the letter the model itself writes first (greedy), in both orders."
+    import torch
+    from alpaca_ft.judge import judge_messages
     tok, model = smollm2_or_skip()
-    judge = LocalJudge(model, tok)
-    pairs = [{'prompt': 'What is the capital of France?', 'a': 'The capital of France is Paris.',
-              'b': 'The capital of France is a banana.'},
-             {'prompt': 'What are the three primary colors?', 'a': 'Red, blue and yellow.',
-              'b': 'Dog, cat and fish.'}]
-    rows = judge_pairs(pairs, judge)
-    assert all(0 < r['p_a_ab'] < 1 and 0 < r['p_a_ba'] < 1 for r in rows)
-    # the right answer gets more of the probability in at least one order of each pair
-    assert all(r['p_a_ab'] > 0.5 or r['p_a_ba'] < 0.5 for r in rows), rows
+    judge = LocalJudge(model, tok, batch_size=2)
+    paris, banana = 'The capital of France is Paris.', 'The capital of France is a banana.'
+    items = [('What is the capital of France?', paris, banana), ('What is the capital of France?', banana, paris),
+             ('Translate "hello" into French.', 'Goodbye.', 'Bonjour.')]
+    got = judge(items)
+    for it, g in zip(items, got):
+        enc = tok(judge.text(judge_messages(*it)), return_tensors='pt', add_special_tokens=False)
+        with torch.no_grad(): out = model.generate(**enc, max_new_tokens=1, do_sample=False)
+        first = tok.decode(out[0, enc['input_ids'].shape[1]:])
+        assert parse_verdict(first) == g['verdict'] and 0 < g['p_a'] < 1, (first, g)
