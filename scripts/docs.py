@@ -199,7 +199,48 @@ def summary(nbj:dict) -> str|None:
     return ' '.join(l[1:].strip() for l in takewhile(lambda l: l.startswith('>'), body)) or None
 
 
-def tidy_nb(nbj:dict, fix_links, description:str|None=None) -> dict:
+_NONE_DEFAULT = re.compile(r'(\w+):NoneType=None')
+_CLASS_SIG = re.compile(r'def (\w+)\(\s*args:VAR_POSITIONAL, kwargs:VAR_KEYWORD\s*\):')
+_DEF = re.compile(r'(```python\s*)def (\w+)\(')
+
+
+def _class_bases(name:str, module:str|None) -> str|None:
+    "`'ValueError'` for a class `name` of `module` whose bases are those; None where `name` is not a class there."
+    import importlib, inspect
+    try: obj = getattr(importlib.import_module(module), name) if module else None
+    except Exception: return None
+    if not inspect.isclass(obj): return None
+    return ', '.join(b.__name__ for b in obj.__bases__ if b is not object)
+
+
+def tidy_signature(md:str, module:str|None=None) -> str:
+    """A show_doc signature as a reader expects it: `line=None`, not `line:NoneType=None` (a default without an
+    annotation); a class as `class Name(Base)`, not as a function of `*args, **kwargs` (an exception) or `def`."""
+    md = _NONE_DEFAULT.sub(r'\1=None', md)
+    def cls(m):
+        bases = _class_bases(m.group(1), module)
+        return f'class {m.group(1)}({bases}):' if bases else f'class {m.group(1)}:'
+    md = _CLASS_SIG.sub(cls, md)
+    return _DEF.sub(lambda m: m.group(0) if _class_bases(m.group(2), module) is None
+                    else f'{m.group(1)}class {m.group(2)}(', md)
+
+
+def scrub_paths(text:str) -> str:
+    "No build-machine paths on the site: the checkout's `nbs/` and root, then the home folder, are made relative."
+    for prefix, repl in ((f'{NBS}/', ''), (f'{ROOT}/', ''), (str(Path.home()), '~')):
+        text = text.replace(prefix, repl)
+    return text
+
+
+def _module(nbj:dict) -> str|None:
+    "The module a notebook exports to (`#| default_exp`), as an import name."
+    for c in nbj['cells']:
+        m = re.search(r'^#\|\s*default_exp\s+(\S+)', _text(c['source']), re.M)
+        if m: return f'alpaca_ft.{m.group(1)}'
+    return None
+
+
+def tidy_nb(nbj:dict, fix_links, description:str|None=None, module:str|None=None) -> dict:
     "Do to one processed notebook what Quarto does when it renders it (mkdocs knows no Quarto syntax)."
     cells = []
     for c in nbj['cells']:
@@ -225,16 +266,20 @@ def tidy_nb(nbj:dict, fix_links, description:str|None=None) -> dict:
             outs = []
             for o in c.get('outputs', []):  # progress bars mean nothing on a static page
                 if o.get('output_type') == 'stream':
-                    o['text'] = ''.join(l for l in _text(o['text']).splitlines(True) if not _TQDM.search(l))
+                    o['text'] = ''.join(l for l in scrub_paths(_text(o['text'])).splitlines(True)
+                                        if not _TQDM.search(l))
                     if not o['text']: continue
                 outs.append(o)
             if 'outputs' in c: c['outputs'] = outs
             for o in c.get('outputs', []):
                 data = o.get('data', {})
                 data.pop('application/vnd.jupyter.widget-view+json', None)  # no widget JS on a static site
+                for mime in ('text/html', 'text/plain', 'text/markdown'):
+                    if mime in data: data[mime] = scrub_paths(_text(data[mime]))
                 if 'text/markdown' in data:
-                    md = _SOURCE_LINK.sub(r'<a href="\1" class="source-link" target="_blank">source</a>',
-                                          _text(data['text/markdown']))
+                    # no [source] links: the code is on the page, and the repository address may not exist
+                    md = _SOURCE_LINK.sub('', _text(data['text/markdown']))
+                    if 'show_doc' in src: md = tidy_signature(md, module)
                     if 'show_doc' in src:  # rendered here: mkdocs-jupyter's markdown misses the fenced signature
                         md = _SHOW_DOC_HEADING.sub(lambda m: f'<h3 id="{m.group(1).replace(chr(92), "").lower()}">'
                                                              f'{m.group(1).replace(chr(92), "")}</h3>', md)
@@ -265,13 +310,32 @@ def tidy(nbs:list[Path], base:str):
             frag = (m.group(2) or '').lower()
             if frag[1:] not in anchors[page.rstrip('/') or 'index']: frag = ''  # a name with no API block there
             return depth + page + frag
-        nbj = tidy_nb(loaded[nb.stem], lambda s: pat.sub(fix, s), summary(json.loads((BUILD/'exec'/nb.name).read_text())))
+        executed = json.loads((BUILD/'exec'/nb.name).read_text())
+        nbj = tidy_nb(loaded[nb.stem], lambda s: pat.sub(fix, s), summary(executed), _module(executed))
         (PROC/nb.name).write_text(json.dumps(nbj, indent=1))
 
 
-def render():
-    subprocess.run([sys.executable, '-m', 'mkdocs', 'build', '--clean', '-q', '-f', str(ROOT/'mkdocs.yml')], check=True,
-                   cwd=ROOT)
+SECTIONS = (('Part 1: the dataset', 0, 10), ('Part 2: fine-tuning', 10, 20), ('Reference', 20, 100))
+
+
+def nav(nbs:list[Path]) -> list:
+    "The sidebar: the home page, then Part 1 (00-09), Part 2 (10-19) and Reference (20 on), in file-name order."
+    out = [{'Home': 'index.ipynb'}] if any(nb.stem == 'index' for nb in nbs) else []
+    for title, lo, hi in SECTIONS:
+        pages = [nb.name for nb in nbs if re.match(r'\d+_', nb.stem) and lo <= int(nb.stem.split('_')[0]) < hi]
+        if pages: out.append({title: pages})
+    return out
+
+
+def render(nbs:list[Path]):
+    "mkdocs.yml with the sidebar's sections added (written to _build/, so new notebooks need no edit there)."
+    import yaml
+    cfg = yaml.safe_load((ROOT/'mkdocs.yml').read_text())
+    cfg.update(docs_dir=str(PROC), site_dir=str(SITE), nav=nav(nbs))
+    BUILD.mkdir(exist_ok=True)
+    (BUILD/'mkdocs.yml').write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
+    subprocess.run([sys.executable, '-m', 'mkdocs', 'build', '--clean', '-q', '-f', str(BUILD/'mkdocs.yml')],
+                   check=True, cwd=ROOT)
 
 
 def main(argv=None):
@@ -302,7 +366,7 @@ def main(argv=None):
     from nbdev.config import get_config
     cfg = get_config()
     tidy(nbs, cfg.doc_host + cfg.doc_baseurl)
-    render()
+    render(nbs)
     print(f'docs: {len(nbs)} pages in {SITE.relative_to(ROOT)}/ in {time.time() - t0:.0f} s '
           f'(execute {t1 - t0:.0f} s, nbdev processing {t2 - t1:.0f} s, render {time.time() - t2:.0f} s)')
     if errors: print(f'docs: WARNING: {len(errors)} notebook(s) raised (--allow-errors)', file=sys.stderr)

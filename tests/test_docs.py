@@ -60,13 +60,38 @@ def test_tidy_quarto_syntax():
     assert out[0]['source'] == '# Packing\n\n> Packs.'
     assert out[1]['metadata']['tags'] == ['hide-input'] and out[1]['source'] == 'show_doc(f)'
     html = out[1]['outputs'][0]['data']['text/html']
-    assert '<a href="https://x/y.py#L3" class="source-link" target="_blank">source</a>' in html
+    assert 'y.py#L3' not in html and 'source' not in html  # no link to a repository that may not exist
     assert '<h3 id="f">f</h3>' in html and '<code class="language-python">def f()' in html and '```' not in html
     assert out[2]['source'] == 'def f(): pass'
     assert [o['text'] for o in out[2]['outputs']] == ['wrote 13 packs\n']  # no progress bar
     assert out[3]['source'] == '## The f function\ntext'
     nb = {'cells': [{'cell_type': 'markdown', 'source': '# Packing\n\n> Packs whole\n> examples.\n\nMore.'}]}
     assert docs.summary(nb) == 'Packs whole examples.'
+
+
+def test_signatures_and_paths_as_a_reader_expects():
+    "Classes render as classes, a None default without annotation as `=None`, and no build-machine path shows."
+    md = '### DataError\n\n```python\n\ndef DataError(\n    args:VAR_POSITIONAL, kwargs:VAR_KEYWORD\n):\n```'
+    assert 'class DataError(ValueError):' in docs.tidy_signature(md, 'alpaca_ft.data')
+    md = '```python\n\ndef validate_row(\n    row, src:str=\'<rows>\', line:NoneType=None, row_idx:NoneType=None\n)'
+    assert "line=None, row_idx=None" in docs.tidy_signature(md, 'alpaca_ft.data')
+    assert 'NoneType' not in docs.tidy_signature(md, 'alpaca_ft.data')
+    md = '```python\n\ndef TrainConfig(\n    data_dir:str, out:str\n)'
+    assert docs.tidy_signature(md, 'alpaca_ft.train').startswith('```python\n\nclass TrainConfig(')
+    assert docs.tidy_signature(md, None) == md  # no module: left as nbdev wrote it
+    text = f'wrote {docs.NBS}/tmp/x.json and {docs.ROOT}/runs/a and {Path.home()}/.cache/b'
+    assert docs.scrub_paths(text) == 'wrote tmp/x.json and runs/a and ~/.cache/b'
+
+
+def test_nav_sections():
+    "The sidebar groups the lessons: Part 1 (00-09), Part 2 (10-19), Reference (20 on), each in file-name order."
+    nbs = [Path(f'nbs/{n}.ipynb') for n in ('index', '00_data', '08_prepare', '10_model', '14_x', '20_cli', '90_g')]
+    assert docs.nav(nbs) == [{'Home': 'index.ipynb'}, {'Part 1: the dataset': ['00_data.ipynb', '08_prepare.ipynb']},
+                             {'Part 2: fine-tuning': ['10_model.ipynb', '14_x.ipynb']},
+                             {'Reference': ['20_cli.ipynb', '90_g.ipynb']}]
+    every = [n for _, pages in (next(iter(d.items())) for d in docs.nav(NOTEBOOKS))
+             for n in ([pages] if isinstance(pages, str) else pages)]
+    assert every == [nb.name for nb in NOTEBOOKS], 'a notebook is missing from the sidebar'
 
 
 # ---------------------------------------------------------------- the built site
@@ -159,6 +184,16 @@ def test_notebooks_run_cleanly(site):
     assert not bad, '\n'.join(f'{k}: {v}' for k, v in bad.items())
 
 
+def test_no_build_machine_paths_or_python_internals(site):
+    "What the site shows has no absolute path of the machine that built it and no `NoneType=None`."
+    bad = {}
+    for f in sorted(SITE.rglob('*.html')):
+        text = f.read_text(errors='replace')
+        hits = [w for w in (str(ROOT), 'NoneType=None', 'VAR_POSITIONAL') if w in text]
+        if hits: bad[str(f.relative_to(SITE))] = hits
+    assert not bad, bad
+
+
 def test_every_notebook_has_a_page(pages):
     for nb in NOTEBOOKS:
         p = pages[nb.stem]
@@ -168,6 +203,8 @@ def test_every_notebook_has_a_page(pages):
     pos = [nav.find(f'href="{nb.stem}/"') for nb in NOTEBOOKS[1:]]
     assert all(x > 0 for x in pos), dict(zip([n.stem for n in NOTEBOOKS[1:]], pos))
     assert pos == sorted(pos), 'navigation is not in notebook order'
+    labels = [t.strip() for t in re.findall(r'<label class="md-nav__link"[^>]*>\s*<span[^>]*>([^<]+)<', nav)]
+    assert all(t in labels for t, *_ in docs.SECTIONS), f'sidebar sections missing: {labels}'
 
 
 def test_no_javascript_errors(pages):
