@@ -70,7 +70,10 @@ def load_adapter(model:PeftModel, folder) -> PeftModel:
     "Load the adapter weights `save_adapter` wrote in `folder` into `model` (in place)."
     f = Path(folder)/'adapter_model.safetensors'
     if not f.is_file(): raise ValueError(f'{folder}: no LoRA adapter (adapter_model.safetensors)')
-    res = set_peft_model_state_dict(model, load_file(str(f)))
+    try: res = set_peft_model_state_dict(model, load_file(str(f)))
+    except RuntimeError as e:  # another rank: size mismatches
+        why = next((l.strip() for l in str(e).splitlines() if 'mismatch' in l), str(e))
+        raise ValueError(f'{folder}: the adapter does not fit the model ({why[:200]})') from None
     missing = [k for k in res.missing_keys if 'lora_' in k]
     if missing or res.unexpected_keys:
         raise ValueError(f'{folder}: the adapter does not fit the model (missing {missing[:2]}, '
