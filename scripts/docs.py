@@ -269,9 +269,27 @@ def tidy(nbs:list[Path], base:str):
         (PROC/nb.name).write_text(json.dumps(nbj, indent=1))
 
 
-def render():
-    subprocess.run([sys.executable, '-m', 'mkdocs', 'build', '--clean', '-q', '-f', str(ROOT/'mkdocs.yml')], check=True,
-                   cwd=ROOT)
+SECTIONS = (('Part 1: the dataset', 0, 10), ('Part 2: fine-tuning', 10, 20), ('Reference', 20, 100))
+
+
+def nav(nbs:list[Path]) -> list:
+    "The sidebar: the home page, then Part 1 (00-09), Part 2 (10-19) and Reference (20 on), in file-name order."
+    out = [{'Home': 'index.ipynb'}] if any(nb.stem == 'index' for nb in nbs) else []
+    for title, lo, hi in SECTIONS:
+        pages = [nb.name for nb in nbs if re.match(r'\d+_', nb.stem) and lo <= int(nb.stem.split('_')[0]) < hi]
+        if pages: out.append({title: pages})
+    return out
+
+
+def render(nbs:list[Path]):
+    "mkdocs.yml with the sidebar's sections added (written to _build/, so new notebooks need no edit there)."
+    import yaml
+    cfg = yaml.safe_load((ROOT/'mkdocs.yml').read_text())
+    cfg.update(docs_dir=str(PROC), site_dir=str(SITE), nav=nav(nbs))
+    BUILD.mkdir(exist_ok=True)
+    (BUILD/'mkdocs.yml').write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
+    subprocess.run([sys.executable, '-m', 'mkdocs', 'build', '--clean', '-q', '-f', str(BUILD/'mkdocs.yml')],
+                   check=True, cwd=ROOT)
 
 
 def main(argv=None):
@@ -302,7 +320,7 @@ def main(argv=None):
     from nbdev.config import get_config
     cfg = get_config()
     tidy(nbs, cfg.doc_host + cfg.doc_baseurl)
-    render()
+    render(nbs)
     print(f'docs: {len(nbs)} pages in {SITE.relative_to(ROOT)}/ in {time.time() - t0:.0f} s '
           f'(execute {t1 - t0:.0f} s, nbdev processing {t2 - t1:.0f} s, render {time.time() - t2:.0f} s)')
     if errors: print(f'docs: WARNING: {len(errors)} notebook(s) raised (--allow-errors)', file=sys.stderr)

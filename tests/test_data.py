@@ -28,11 +28,11 @@ def test_csv_row_with_more_cells_than_header(tmp_path):
     with pytest.raises(DataError, match=r'rows\.csv, line 3: 1 more cell\(s\) than the header'): load_rows(p)
 
 
-def test_csv_oversized_field_is_a_data_error(tmp_path):
-    "Was a bare `_csv.Error: field larger than field limit` traceback."
+def test_csv_oversized_field_is_read(tmp_path):
+    "Was a bare `_csv.Error: field larger than field limit` traceback, then a refusal (issue 18: it is valid CSV)."
     p = tmp_path/'big.csv'
     p.write_text('instruction,input,output\nAdd.,,4\nLong,,"' + 'x' * 200_000 + '"\n', encoding='utf-8')
-    with pytest.raises(DataError, match=r'big\.csv, line 3: not valid CSV: field larger than field limit'): load_rows(p)
+    assert load_rows(p)[1] == {'instruction': 'Long', 'input': '', 'output': 'x' * 200_000}
 
 
 def test_parquet_with_nullable_input(tmp_path):
@@ -113,13 +113,13 @@ def server():
 
 
 @pytest.mark.parametrize('path', ['slow', 'dripheaders'])
-def test_url_dripping_hits_the_overall_deadline(monkeypatch, path):
+def test_url_dripping_is_given_up(monkeypatch, path):
     "A server dripping its body or headers (read with only urlopen's per-read timeout) held prepare forever."
-    monkeypatch.setattr(D, 'URL_DEADLINE', 0.5, raising=False)
+    monkeypatch.setattr(D, 'URL_STALL_SECONDS', 0.5, raising=False)  # issue 18: stall detection, no fixed deadline
     with server() as base:
         url = f'{base}/{path}/rows.jsonl'
         _Handler.dripped_to_the_end.clear()
-        with pytest.raises(DataError, match='took longer than') as e: load_rows(url)
+        with pytest.raises(DataError, match='download stalled') as e: load_rows(url)
         assert not _Handler.dripped_to_the_end.is_set()  # given up while the server was still dripping
         assert str(e.value).startswith(url)
 
@@ -215,13 +215,14 @@ def test_atomic_dir_refuses_a_marker_another_tool_wrote(tmp_path):
 
 
 def test_stale_temps_of_dead_processes_are_removed(tmp_path):
-    "Killed runs left hidden temp folders that nothing cleaned."
-    from alpaca_ft.data import atomic_dir
+    "Killed runs left hidden temp folders that nothing cleaned (issue 18: only temps whose owner record says so)."
+    from alpaca_ft.data import OWNER_FILE, atomic_dir, owner_record
     dead = subprocess.Popen([sys.executable, '-c', 'pass'])
     dead.wait()
-    stale, live = tmp_path/f'.out.tmp-{dead.pid}-x1234567', tmp_path/f'.out.tmp-{os.getpid()}-x2345678'
-    for d in (stale, live):
+    stale, live = tmp_path/'.out.tmp-x1234567', tmp_path/'.out.tmp-x2345678'
+    for d, pid in ((stale, dead.pid), (live, os.getpid())):
         d.mkdir()
+        (d/OWNER_FILE).write_text(json.dumps({**owner_record(), 'pid': pid, 'temp': d.name}))
         (d/'big.bin').write_bytes(b'0' * 1000)
     atomic_dir(tmp_path/'out', lambda t: None)
     assert not stale.exists() and live.exists()

@@ -69,6 +69,17 @@ def test_tidy_quarto_syntax():
     assert docs.summary(nb) == 'Packs whole examples.'
 
 
+def test_nav_sections():
+    "The sidebar groups the lessons: Part 1 (00-09), Part 2 (10-19), Reference (20 on), each in file-name order."
+    nbs = [Path(f'nbs/{n}.ipynb') for n in ('index', '00_data', '08_prepare', '10_model', '14_x', '20_cli', '90_g')]
+    assert docs.nav(nbs) == [{'Home': 'index.ipynb'}, {'Part 1: the dataset': ['00_data.ipynb', '08_prepare.ipynb']},
+                             {'Part 2: fine-tuning': ['10_model.ipynb', '14_x.ipynb']},
+                             {'Reference': ['20_cli.ipynb', '90_g.ipynb']}]
+    every = [n for _, pages in (next(iter(d.items())) for d in docs.nav(NOTEBOOKS))
+             for n in ([pages] if isinstance(pages, str) else pages)]
+    assert every == [nb.name for nb in NOTEBOOKS], 'a notebook is missing from the sidebar'
+
+
 # ---------------------------------------------------------------- the built site
 
 @pytest.fixture(scope='session')
@@ -168,6 +179,8 @@ def test_every_notebook_has_a_page(pages):
     pos = [nav.find(f'href="{nb.stem}/"') for nb in NOTEBOOKS[1:]]
     assert all(x > 0 for x in pos), dict(zip([n.stem for n in NOTEBOOKS[1:]], pos))
     assert pos == sorted(pos), 'navigation is not in notebook order'
+    labels = [t.strip() for t in re.findall(r'<label class="md-nav__link"[^>]*>\s*<span[^>]*>([^<]+)<', nav)]
+    assert all(t in labels for t, *_ in docs.SECTIONS), f'sidebar sections missing: {labels}'
 
 
 def test_no_javascript_errors(pages):

