@@ -1,6 +1,6 @@
 """LoRA through PEFT (nbs/16_lora.ipynb) in our loop: backward and recompute only where adapters train, fp32
-adapters on a bf16 base, merged final models that load as plain ones, adapter-only checkpoints and exact resume
-(tiny Llama, CPU)."""
+adapters on a bf16 base, merged final models that load as plain ones, adapter-only checkpoints and exact
+resume; the HF route (Trainer, TRL SFTTrainer + peft_config) on prepared data (tiny Llama, CPU)."""
 import copy, json, warnings
 from pathlib import Path
 import pytest
@@ -151,7 +151,8 @@ def test_adapter_round_trip_and_mismatch(tmp_path):
     other = add_lora(tiny_llama(1024, layers=N_LAYERS), r=4, n_freeze=0)  # adapters on layers the file lacks
     with pytest.raises(ValueError, match='does not fit'): load_adapter(other, tmp_path/'a')
     rank2 = add_lora(tiny_llama(1024, layers=N_LAYERS), r=2, n_freeze=K)
-    with pytest.raises(ValueError, match='does not fit the model .*size mismatch'): load_adapter(rank2, tmp_path/'a')
+    with pytest.raises(ValueError, match='does not fit the model .*size mismatch'):
+        load_adapter(rank2, tmp_path/'a')
     with pytest.raises(ValueError, match='no LoRA adapter'): load_adapter(other, tmp_path)
 
 
@@ -211,8 +212,9 @@ def test_final_is_a_plain_merged_model_and_the_adapter(finished, data):
     from safetensors.torch import load_file
     w = load_file(str(final/'model.safetensors'))
     base = tiny_llama(model.config.vocab_size, 4, 64, seed=42).state_dict()
-    assert not torch.equal(w['model.layers.3.self_attn.q_proj.weight'], base['model.layers.3.self_attn.q_proj.weight'])
-    assert torch.equal(w['model.layers.0.self_attn.q_proj.weight'], base['model.layers.0.self_attn.q_proj.weight'])
+    q = 'model.layers.{}.self_attn.q_proj.weight'
+    assert not torch.equal(w[q.format(3)], base[q.format(3)])  # adapters merged into layer 3's q_proj
+    assert torch.equal(w[q.format(0)], base[q.format(0)])  # layer 0 had none
     assert torch.equal(w['model.layers.3.mlp.up_proj.weight'], base['model.layers.3.mlp.up_proj.weight'])
 
 
@@ -245,7 +247,8 @@ def test_w_and_b_model_artifact_says_merged(data, tmp_path, monkeypatch):
     monkeypatch.setenv('WANDB_SILENT', 'true')
     train(cfg(data, tmp_path/'run', max_steps=1, wandb='offline', save_every=1, eval_every=1))
     info = json.loads((tmp_path/'run'/'run.json').read_text())
-    assert info['model_artifact']['weights'] == 'LoRA merged' and info['model_artifact']['adapter'] == 'adapter'
+    art = info['model_artifact']
+    assert art['weights'] == 'LoRA merged' and art['adapter'] == 'adapter'
 
 
 @pytest.mark.parametrize('bad, name', [
@@ -271,3 +274,81 @@ def test_cli_has_the_lora_options(data, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and 'lora_dropout' in err and 'Traceback' not in err, err
     assert not (tmp_path/'run').exists()
+
+
+# --- the HF route (nbs/17_hf_route.ipynb): third-party trainers with LoRA on a prepared folder --------------
+
+def watch_packs(model, pad_id:int) -> dict:
+    "Hook `model`: per training forward, max |logits of each packed example - the example run alone|."
+    seen = {'worst': 0.0, 'examples': 0, 'calls': 0, 'packed_rows': 0, 'busy': False}
+    def check(module, args, kwargs, out):
+        if seen['busy'] or not module.training: return
+        seen['busy'], seen['calls'] = True, seen['calls'] + 1
+        with torch.no_grad():
+            logits = getattr(out, 'logits', None)
+            if logits is None:  # TRL's fused LM head returns log-probs: the same inputs, for logits
+                fed = {k: v for k, v in kwargs.items() if k not in ('labels', 'fused_lm_head')}
+                logits = module(**fed).logits
+            for ids, pos, lg in zip(kwargs['input_ids'], kwargs['position_ids'], logits):
+                n = int((ids != pad_id).sum()) if kwargs.get('attention_mask') is not None else len(ids)
+                starts = [i for i in range(n) if pos[i] == 0] + [n]
+                seen['packed_rows'] += len(starts) > 2
+                for s, e in zip(starts, starts[1:]):
+                    alone = module(input_ids=ids[None, s:e], use_cache=False).logits[0]
+                    seen['worst'] = max(seen['worst'], (lg[s:e] - alone).abs().max().item())
+                    seen['examples'] += 1
+        seen['busy'] = False
+    model.register_forward_hook(check, with_kwargs=True)
+    return seen
+
+
+def hf_start(data):
+    from alpaca_ft.train import load_prepared
+    from alpaca_ft.tokenization import load_tokenizer
+    manifest, ds, _ = load_prepared(data)
+    tok = load_tokenizer(manifest['tokenizer'])
+    model = tiny_llama(len(tok), 2, 64, seed=42, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                       pad_token_id=tok.pad_token_id)
+    args = dict(max_steps=2, per_device_train_batch_size=4, learning_rate=1e-3, logging_steps=1,
+                report_to='none', save_strategy='no', use_cpu=True, disable_tqdm=True, seed=42)
+    return manifest, ds, tok, model, args
+
+
+def test_hf_trainer_with_add_lora_keeps_packs_apart(data, tmp_path):
+    "transformers.Trainer + Collator.for_model on add_lora's model: packs isolated, only adapters change."
+    from transformers import Trainer, TrainingArguments
+    from alpaca_ft.batching import Collator
+    manifest, ds, tok, model, args = hf_start(data)
+    m = add_lora(model, r=8, dropout=0.0, n_freeze=0)
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    seen = watch_packs(m.get_base_model(), manifest['pad_token_id'])
+    Trainer(model=m, args=TrainingArguments(output_dir=str(tmp_path), **args), train_dataset=ds,
+            data_collator=Collator.for_model(m)).train()
+    assert seen['calls'] == 2 and seen['packed_rows'] >= 1 and seen['worst'] < 1e-5, seen
+    changed = {n for n, p in m.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all('lora_B' in n or 'lora_A' in n for n in changed), changed
+
+
+def test_trl_sft_with_peft_config_keeps_packs_apart(data, tmp_path):
+    "SFTTrainer(peft_config, padding_free) on a prepared split: packs isolated, the adapters asked for."
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+    manifest, ds, tok, model, args = hf_start(data)
+    seen = watch_packs(model, manifest['pad_token_id'])
+    cfg = SFTConfig(output_dir=str(tmp_path), padding_free=True, max_length=None,
+                    gradient_checkpointing=False,
+                    dataset_kwargs={'skip_prepare_dataset': True}, **args)
+    lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, task_type='CAUSAL_LM',
+                      target_modules=list(LORA_TARGETS))
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        sft = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok, peft_config=lora)
+        sft.train()
+    assert seen['calls'] == 2 and seen['packed_rows'] >= 1 and seen['worst'] < 1e-5, seen
+    assert sum(p.numel() for p in sft.model.parameters() if p.requires_grad) == lora_param_count(model, 8)
+
+
+def test_trl_turns_checkpointing_on_by_default(tmp_path):
+    "What nbs/17_hf_route says and turns off: SFTConfig's default gradient_checkpointing (PEFT's hook)."
+    from trl import SFTConfig
+    assert SFTConfig(output_dir=str(tmp_path)).gradient_checkpointing is True
