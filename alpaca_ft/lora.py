@@ -17,39 +17,43 @@ __all__ = ['LORA_TARGETS', 'lora_layers', 'add_lora', 'lora_param_count', 'is_lo
            'merged_state_dict', 'save_merged', 'check_lora_config']
 
 # %% ../nbs/16_lora.ipynb #f96a7780
-LORA_TARGETS = ('q_proj', 'k_proj', 'v_proj', 'o_proj')  # the article's choice: attention
+LORA_TARGETS = ('q_proj', 'k_proj', 'v_proj', 'o_proj')  # the article's: attention
 
 def lora_layers(n_layers:int, n_freeze:int|None=None) -> list[int]:
-    "The decoder layers that get adapters: those above the first `n_freeze` (default: top 1/4)."
+    "Decoder layers that get adapters: those above the first `n_freeze` (3/4)."
     if n_freeze is None: n_freeze = n_layers * 3 // 4
     if not 0 <= n_freeze < n_layers:
-        raise ValueError(f'n_freeze={n_freeze} leaves no layer for LoRA adapters: the model has '
-                         f'{n_layers} layers (give n_freeze from 0 to {n_layers - 1})')
+        raise ValueError(f'n_freeze={n_freeze} leaves no layer for LoRA adapters: '
+                         f'the model has {n_layers} layers (give n_freeze from 0 to '
+                         f'{n_layers - 1})')
     return list(range(n_freeze, n_layers))
 
-def add_lora(model, r:int=64, alpha:float=16, dropout:float=0.1, target_modules=LORA_TARGETS,
-             n_freeze:int|None=None, grad_checkpointing:bool=False, compile:bool=False):
-    "Freeze `model`; LoRA adapters (fp32) on `target_modules` of the layers above `n_freeze`."
+def add_lora(model, r:int=64, alpha:float=16, dropout:float=0.1,
+             target_modules=LORA_TARGETS, n_freeze:int|None=None,
+             grad_checkpointing:bool=False, compile:bool=False):
+    "Freeze `model`; LoRA adapters (fp32) on `target_modules` above `n_freeze`."
     if isinstance(r, bool) or not isinstance(r, int) or r < 1:
         raise ValueError(f'r must be an integer >= 1, got {r!r}')
     layers = lora_layers(len(model.model.layers), n_freeze)
     model.requires_grad_(False)          # the base trains nothing ...
     model.config.use_cache = False
-    checkpoint_layers(model, [])         # ... and is not checkpointing while PEFT wraps it
-    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, task_type='CAUSAL_LM',
-                     target_modules=list(target_modules), layers_to_transform=layers)
+    checkpoint_layers(model, [])         # ... nor checkpoints while PEFT wraps it
+    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
+                     task_type='CAUSAL_LM', target_modules=list(target_modules),
+                     layers_to_transform=layers)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', FutureWarning)  # PEFT reads a deprecated flag
-        peft_model = get_peft_model(model, cfg)  # adapters in fp32, even on a bf16 base
+        peft_model = get_peft_model(model, cfg)  # fp32 adapters, even on bf16
     base = peft_model.get_base_model()
-    checkpoint_layers(base, None if grad_checkpointing else [])  # no input-grad hook either
+    # checkpointing as asked, and PEFT's input-grad hook removed
+    checkpoint_layers(base, None if grad_checkpointing else [])
     if compile:
         for layer in base.model.layers: layer.compile()
     return peft_model
 
 # %% ../nbs/16_lora.ipynb #d916f2e0
 def lora_param_count(model, r:int, target_modules=LORA_TARGETS, layers=None) -> int:
-    "Parameters rank-`r` LoRA adds: r * (inputs + outputs) per target Linear of `layers`."
+    "Parameters rank-`r` LoRA adds: r * (inputs + outputs) per target of `layers`."
     base = model.get_base_model() if isinstance(model, PeftModel) else model
     ids = range(len(base.model.layers)) if layers is None else layers
     return sum(r * (lin.in_features + lin.out_features) for i in ids
@@ -67,22 +71,25 @@ def save_adapter(model:PeftModel, folder) -> Path:
     return Path(folder)
 
 def load_adapter(model:PeftModel, folder) -> PeftModel:
-    "Load the adapter weights `save_adapter` wrote in `folder` into `model` (in place)."
+    "Load the adapter weights `save_adapter` wrote in `folder` into `model`."
     f = Path(folder)/'adapter_model.safetensors'
-    if not f.is_file(): raise ValueError(f'{folder}: no LoRA adapter (adapter_model.safetensors)')
+    if not f.is_file():
+        raise ValueError(f'{folder}: no LoRA adapter (adapter_model.safetensors)')
     try: res = set_peft_model_state_dict(model, load_file(str(f)))
     except RuntimeError as e:  # another rank: size mismatches
-        why = next((l.strip() for l in str(e).splitlines() if 'mismatch' in l), str(e))
-        raise ValueError(f'{folder}: the adapter does not fit the model ({why[:200]})') from None
+        lines = [l.strip() for l in str(e).splitlines() if 'mismatch' in l]
+        why = (lines or [str(e)])[0][:200]
+        msg = f'{folder}: the adapter does not fit the model ({why})'
+        raise ValueError(msg) from None
     missing = [k for k in res.missing_keys if 'lora_' in k]
     if missing or res.unexpected_keys:
-        raise ValueError(f'{folder}: the adapter does not fit the model (missing {missing[:2]}, '
-                         f'unexpected {res.unexpected_keys[:2]})')
+        raise ValueError(f'{folder}: the adapter does not fit the model (missing '
+                         f'{missing[:2]}, unexpected {res.unexpected_keys[:2]})')
     return model
 
 # %% ../nbs/16_lora.ipynb #9b633761
 def merged_state_dict(model:PeftModel) -> dict:
-    "The base model's weights with each adapter merged in (W + s B A), in the base's dtype."
+    "The base's weights with each adapter merged in (W + s B A), in the base's dtype."
     base = model.get_base_model()
     sd = {k.replace('.base_layer.', '.'): v for k, v in base.state_dict().items()
           if '.lora_' not in k}
@@ -94,10 +101,11 @@ def merged_state_dict(model:PeftModel) -> dict:
     return sd
 
 def save_merged(model:PeftModel, folder, tokenizer=None) -> Path:
-    "A plain model folder with the adapters merged in; the adapter alone in `folder/adapter`."
+    "A plain model folder, adapters merged in; the adapter alone in `folder/adapter`."
     folder = Path(folder)
     base = model.get_base_model()
-    base.save_pretrained(folder, state_dict=merged_state_dict(model), safe_serialization=True)
+    base.save_pretrained(folder, state_dict=merged_state_dict(model),
+                         safe_serialization=True)
     save_adapter(model, folder/'adapter')
     if tokenizer is not None: tokenizer.save_pretrained(folder)
     return folder
