@@ -329,11 +329,12 @@ def test_hf_trainer_with_add_lora_keeps_packs_apart(data, tmp_path):
     assert changed and all('lora_B' in n or 'lora_A' in n for n in changed), changed
 
 
-def test_trl_sft_with_peft_config_keeps_packs_apart(data, tmp_path):
-    "SFTTrainer(peft_config, padding_free) on a prepared split: packs isolated, the adapters asked for."
+def sft_lora(data, tmp_path, use_cache:bool):
+    "Two steps of SFTTrainer(peft_config, padding_free) on a prepared split; what the hook saw, the trainer."
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
     manifest, ds, tok, model, args = hf_start(data)
+    model.config.use_cache = use_cache
     seen = watch_packs(model, manifest['pad_token_id'])
     cfg = SFTConfig(output_dir=str(tmp_path), padding_free=True, max_length=None,
                     gradient_checkpointing=False,
@@ -344,8 +345,20 @@ def test_trl_sft_with_peft_config_keeps_packs_apart(data, tmp_path):
         warnings.simplefilter('ignore')
         sft = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok, peft_config=lora)
         sft.train()
+    return seen, sft, model
+
+
+def test_trl_sft_with_peft_config_keeps_packs_apart(data, tmp_path):
+    "SFTTrainer(peft_config, padding_free), no cache: packs isolated, the adapters asked for."
+    seen, sft, model = sft_lora(data, tmp_path, use_cache=False)
     assert seen['calls'] == 2 and seen['packed_rows'] >= 1 and seen['worst'] < 1e-5, seen
     assert sum(p.numel() for p in sft.model.parameters() if p.requires_grad) == lora_param_count(model, 8)
+
+
+def test_trl_padding_free_leaks_with_a_cache(data, tmp_path):
+    "The trap nbs/17 names: without checkpointing, a config with use_cache=True lets packed examples mix."
+    seen, _, _ = sft_lora(data, tmp_path, use_cache=True)
+    assert seen['calls'] == 2 and seen['worst'] > 1e-2, seen
 
 
 def test_trl_turns_checkpointing_on_by_default(tmp_path):
