@@ -55,45 +55,92 @@ def wandb_dir() -> Path:
     from alpaca_ft.tokenization import cache_dir
     return cache_dir()/'wandb'
 
-def init_run(mode:str='disabled', project:str='alpaca_ft', job_type:str|None=None, config:dict|None=None,
-             dir=None):
-    "A W&B run in `mode` (`offline` or `online`), or `None` when `disabled` (the default)."
+# %% ../nbs/07_tracking.ipynb #ac5c9eaf
+def init_run(
+    mode: str = 'disabled',
+    project: str = 'alpaca_ft',
+    job_type: str | None = None,
+    config: dict | None = None,
+    dir=None,
+):
+    ("A W&B run in `mode` (`offline` or `online`), or `None` when `disabled` (the "
+     "default).")
     check_wandb(mode)
-    if mode == 'disabled': return None
+    if mode == 'disabled':
+        return None
     import wandb
+
     dir = Path(dir) if dir is not None else wandb_dir()
     dir.mkdir(parents=True, exist_ok=True)
-    try: return wandb.init(project=project, job_type=job_type, config=config, mode=mode, dir=dir,
-                           reinit='finish_previous', settings=wandb.Settings(silent=True))
-    except Exception as e:  # no server, a bad WANDB_* setting: the user's environment, not a bug (exit 2)
+    try:
+        return wandb.init(
+            project=project,
+            job_type=job_type,
+            config=config,
+            mode=mode,
+            dir=dir,
+            reinit='finish_previous',
+            settings=wandb.Settings(silent=True),
+        )
+    # no server, a bad WANDB_* setting: the user's environment, not a bug (exit 2)
+    except Exception as e:
         first = ' '.join(str(e).split())[:300]
-        raise ValueError(f'W&B ({mode}): cannot start a run: {type(e).__name__}: {first} '
-                         '(--wandb offline works without a server)') from None
+        raise ValueError(
+            f'W&B ({mode}): cannot start a run: {type(e).__name__}: {first} '
+            '(--wandb offline works without a server)'
+        ) from None
 
-def log_tables(run, tables:dict[str, pd.DataFrame], max_rows:int=TABLE_ROWS):
+
+def log_tables(run, tables: dict[str, pd.DataFrame], max_rows: int = TABLE_ROWS):
     "Log each DataFrame as a W&B Table under its name (its first `max_rows` rows)."
-    if run is None: return
+    if run is None:
+        return
     import wandb
+
     run.log({k: wandb.Table(dataframe=df.head(max_rows)) for k, df in tables.items()})
 
-def log_dir_artifact(run, path, name:str, type:str='dataset', metadata:dict|None=None,
-                     description:str|None=None):
-    "Log `path` (a folder, a file, or a list of files) as a W&B artifact; returns it (`None` when disabled)."
-    if run is None: return None
+
+def log_dir_artifact(
+    run,
+    path,
+    name: str,
+    type: str = 'dataset',
+    metadata: dict | None = None,
+    description: str | None = None,
+):
+    ("Log `path` (a folder, a file, or a list of files) as a W&B artifact; returns "
+     "it (`None` when disabled).")
+    if run is None:
+        return None
     import wandb
-    art = wandb.Artifact(name=name, type=type, metadata=metadata, description=description)
+
+    art = wandb.Artifact(
+        name=name, type=type, metadata=metadata, description=description
+    )
     for p in map(Path, path if isinstance(path, (list, tuple)) else [path]):
-        if p.is_dir(): art.add_dir(str(p))
-        else: art.add_file(str(p))
+        if p.is_dir():
+            art.add_dir(str(p))
+        else:
+            art.add_file(str(p))
     run.log_artifact(art)
     return art
 
-def artifact_name(text:str) -> str:
+
+def artifact_name(text: str) -> str:
     "`text` as a valid W&B artifact name (letters, digits, `-`, `_` and `.`)."
     return re.sub(r'[^A-Za-z0-9_.-]+', '_', text).strip('._') or 'data'
 
-def artifact_record(art, run) -> dict|None:
-    "What a later run needs to find `art`: name, type, digest (known offline too), project, mode and run id."
-    if art is None: return None
-    return {'name': art.name, 'type': art.type, 'digest': art.digest, 'project': run.project,
-            'mode': 'offline' if run.offline else 'online', 'run_id': run.id}
+
+def artifact_record(art, run) -> dict | None:
+    ("What a later run needs to find `art`: name, type, digest (known offline too), "
+     "project, mode and run id.")
+    if art is None:
+        return None
+    return {
+        'name': art.name,
+        'type': art.type,
+        'digest': art.digest,
+        'project': run.project,
+        'mode': 'offline' if run.offline else 'online',
+        'run_id': run.id,
+    }
