@@ -31,7 +31,7 @@ setuptools.setup(
     url=cfg['git_url'],
     packages=setuptools.find_packages(include=['alpaca_ft', 'alpaca_ft.*']),
     include_package_data=True,
-    package_data={'alpaca_ft': ['assets/*']},
+    package_data={'alpaca_ft': ['assets/*', 'py.typed']},
     install_requires=requirements,
     extras_require={'dev': dev_requirements},
     python_requires='>=' + cfg['min_python'],

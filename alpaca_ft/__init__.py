@@ -1,3 +1,7 @@
+"""Instruction fine-tuning of Llama-style models: `prepare_dataset`, `fine_tune`, `generate_answer`.
+
+Every public name is listed in `alpaca_ft.__all__`; `help(alpaca_ft.NAME)` shows each parameter.
+"""
 __version__ = "0.1.0"
 
 # The top-level API: the functions the notebooks teach, under names that are not module names
@@ -13,31 +17,71 @@ _API = {
     # tokens, split, packs, batches (02-05)
     'load_tokenizer': ('tokenization', 'load_tokenizer'),
     'tokenize_examples': ('tokenization', 'tokenize_examples'),
-    'split_indices': ('split', 'split_indices'), 'pack': ('packing', 'pack'), 'unpack': ('packing', 'unpack'),
+    'split_indices': ('split', 'split_indices'), 'limit_length': ('packing', 'limit_length'),
+    'pack': ('packing', 'pack'), 'unpack': ('packing', 'unpack'),
     'pad_batch': ('batching', 'pad_batch'), 'collate': ('batching', 'collate'),
     'Collator': ('batching', 'Collator'), 'attention_mask_for': ('batching', 'attention_mask_for'),
     # the whole preparation (08)
-    'prepare_dataset': ('prepare', 'prepare'),
+    'prepare_dataset': ('prepare', 'prepare_dataset'), 'load_prepared': ('train', 'load_prepared'),
     # model, training, generation, demo (10-13)
     'load_model': ('model', 'load_model'), 'tiny_llama': ('model', 'tiny_llama'),
     'setup_for_training': ('model', 'setup_for_training'),
-    'TrainConfig': ('train', 'TrainConfig'), 'fine_tune': ('train', 'train'),
-    'load_prepared': ('train', 'load_prepared'),
-    'generate_answer': ('generate', 'generate_answer'), 'run_demo': ('demo', 'demo'),
+    'TrainConfig': ('train', 'TrainConfig'), 'fine_tune': ('train', 'fine_tune'),
+    'FineTuneResult': ('train', 'FineTuneResult'),
+    'generate_answer': ('generate', 'generate_answer'), 'run_demo': ('demo', 'run_demo'),
+    # judging answers (15)
+    'judge_predictions': ('judge', 'judge_predictions'), 'LocalJudge': ('judge', 'LocalJudge'),
+    'OpenAIJudge': ('judge', 'OpenAIJudge'),
     # a real model from PyPI (appendix 40)
     'fetch_smollm2': ('smollm2', 'fetch_smollm2'),
+    'smollm2_config': ('real_model', 'smollm2_config'), 'answers_table': ('real_model', 'answers_table'),
+    # LoRA beside freezing (16)
+    'add_lora': ('lora', 'add_lora'), 'save_merged': ('lora', 'save_merged'),
+    'load_adapter': ('lora', 'load_adapter'),
 }
 _MODULES = ('data', 'prompts', 'tokenization', 'split', 'packing', 'batching', 'viz', 'tracking', 'prepare',
-            'model', 'train', 'generate', 'demo', 'cli', 'smollm2')
+            'model', 'train', 'generate', 'demo', 'judge', 'cli', 'smollm2', 'real_model', 'lora')
 __all__ = list(_API)
+
+def _param_docs(obj) -> list[tuple[str, str]]:
+    "`(name, doc)` of each parameter: a dataclass's field `help`, or a function's docments (source comments)."
+    import dataclasses, inspect, io, tokenize
+    if dataclasses.is_dataclass(obj):
+        return [(f.name, f.metadata.get('help', '')) for f in dataclasses.fields(obj)]
+    try: source = inspect.getsource(obj)
+    except (OSError, TypeError): return []
+    params, docs, last = set(inspect.signature(obj).parameters), {}, None
+    toks = tokenize.generate_tokens(io.StringIO(source).readline)
+    depth, started = 0, False
+    for t in toks:  # the signature: names at depth 1, each followed by its comment
+        if t.type == tokenize.OP and t.string == '(':
+            depth, started = depth + 1, True
+        elif t.type == tokenize.OP and t.string == ')': depth -= 1
+        elif t.type == tokenize.NAME and depth == 1 and t.string in params and t.string not in docs:
+            last = t.string
+        elif t.type == tokenize.COMMENT and last is not None:
+            docs[last] = (docs.get(last, '') + ' ' + t.string.lstrip('# ')).strip()
+        elif t.type == tokenize.OP and t.string == ':' and started and depth == 0:
+            if last is not None or docs: break  # the end of the signature
+    return [(k, v) for k, v in docs.items() if v]
+
+def _document(obj):
+    "Add a 'Parameters' section to `obj.__doc__` (once), so `help()` and IDEs show what nbdev shows."
+    try:
+        if getattr(obj, '__doc__', None) and 'Parameters\n' not in obj.__doc__:
+            docs = _param_docs(obj)
+            params = ''.join(f'{k}\n    {v}\n' for k, v in docs)
+            if docs: obj.__doc__ += '\n\nParameters\n----------\n' + params
+    except Exception: pass  # documentation must never break an import
+    return obj
 
 def __getattr__(name:str):
     if name in _API:
         mod, attr = _API[name]
-        value = getattr(_importlib.import_module(f'.{mod}', __name__), attr)
+        value = _document(getattr(_importlib.import_module(f'.{mod}', __name__), attr))
         globals()[name] = value  # later look-ups skip __getattr__
         return value
     if name in _MODULES: return _importlib.import_module(f'.{name}', __name__)
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
-def __dir__(): return sorted(set(globals()) | set(_API) | set(_MODULES))
+def __dir__(): return sorted(set(_API) | set(_MODULES) | {'__version__'})

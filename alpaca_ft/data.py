@@ -259,8 +259,17 @@ def _read_url(url:str):
         except DataError as e:  # name the URL, not the temp file
             raise type(e)(str(e).replace(str(path), url, 1)) from None
 
-def _records(source:str):
-    "Raw records of `source`, each with where it was found."
+def _records(source):
+    "Raw records of `source` (a file, URL, hub id, or rows in memory), each with where it was found."
+    if not isinstance(source, (str, os.PathLike)):  # rows in memory: pandas, datasets, a list of dicts
+        if hasattr(source, 'columns') and hasattr(source, 'to_dict'):  # a DataFrame: NaN means no value
+            source = source.astype(object).where(source.notna(), None).to_dict('records')
+        elif hasattr(source, 'to_list') and hasattr(source, 'column_names'): source = source.to_list()
+        if not isinstance(source, (list, tuple)):
+            raise TypeError('data must be a file, URL or hub id, or rows: a list of dicts, a pandas '
+                            f'DataFrame or a datasets.Dataset; got a {type(source).__name__}')
+        return [(r, {'row_idx': i}) for i, r in enumerate(source)]
+    source = str(source)
     if source.startswith(('http://', 'https://')): return _read_url(source)
     path = Path(source)
     if path.exists():
@@ -275,14 +284,14 @@ def _records(source:str):
     _fail(source, 'no such file')
 
 def load_rows(source, invalid:list|None=None) -> list[dict]:
-    "Read and check the rows of `source` (file, http(s) URL or hub id); blank rows go to `invalid` if given."
-    rows = []
-    for record, where in _records(str(source)):
-        try: rows.append(validate_row(record, source, **where))
+    "Read and check the rows of `source` (file, URL, hub id or rows in memory); blank rows go to `invalid`."
+    rows, name = [], source if isinstance(source, (str, os.PathLike)) else 'data'
+    for record, where in _records(source):
+        try: rows.append(validate_row(record, name, **where))
         except EmptyField as e:
             if invalid is None: raise
             invalid.append(str(e))
-    if not rows: _fail(source, 'no rows found')
+    if not rows: _fail(name, 'no rows found')
     return rows
 
 # %% ../nbs/00_data.ipynb #1431308d

@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_demo.ipynb #03e6680e
 from __future__ import annotations
-import json, os
+import json, logging, os
 from functools import partial
 from pathlib import Path
 from .data import atomic_dir, write_atomic
@@ -12,64 +12,107 @@ from .prepare import prepare
 from .model import save_tiny_model
 from .train import TrainConfig, train
 from .split import read_jsonl
-from .generate import generate_answer
+from .generate import generate_answer, predict_rows
+from .real_model import answers_table, smollm2_config
 from transformers.utils import logging as hf_logging
 
+log = logging.getLogger('alpaca_ft')
+
 # %% auto #0
-__all__ = ['DEMO_MARKER', 'QUESTION', 'demo']
+__all__ = ['log', 'DEMO_MARKER', 'QUESTION', 'DEMO_MODELS', 'demo', 'run_demo']
 
 # %% ../nbs/13_demo.ipynb #c6adb566
 DEMO_MARKER = 'demo.json'
 
-def _build_demo(tmp:Path, max_steps:int, wandb:str, progress:bool) -> tuple[dict, int, str]:
+def _build_demo(tmp:Path, max_steps:int, wandb:str, progress:bool, model:str='tiny') -> tuple[dict, int, str]:
     "Steps 1-4 of the demo, in the folder `tmp`; returns the last metrics, the train rows and the answer."
+    bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # our steps say what happens; no bars for writing model shards
     own_wandb_dir = 'WANDB_DIR' not in os.environ
     if own_wandb_dir: os.environ['WANDB_DIR'] = str(tmp)  # W&B's files go where the demo's go, into `out`
-    try: return _demo_steps(tmp, max_steps, wandb, progress)
+    try: return (_smollm2_steps if model == 'smollm2' else _demo_steps)(tmp, max_steps, wandb, progress)
     finally:
         if own_wandb_dir: del os.environ['WANDB_DIR']
+        if bars: hf_logging.enable_progress_bar()
 
 def _demo_steps(tmp:Path, max_steps:int, wandb:str, progress:bool) -> tuple[dict, int, str]:
-    print('1/4 preparing the bundled sample')
+    log.info('1/4 preparing the bundled sample')
     manifest = prepare(out=tmp/'data', max_seq_len=512, wandb=wandb, progress=progress)
     n_train = manifest['splits']['train']['examples']
-    print('2/4 building a tiny Llama')
+    log.info('2/4 building a tiny Llama')
     save_tiny_model(tmp/'tiny-llama', layers=4, hidden=128)
-    print('3/4 fine-tuning on CPU')
+    log.info('3/4 fine-tuning on CPU')
     cfg = TrainConfig(str(tmp/'data'), str(tmp/'run'), model=str(tmp/'tiny-llama'), max_steps=max_steps,
                       batch_size=8, grad_accum=1, lr=2e-3, warmup=0.1, n_freeze=0, freeze_embed=False,
                       eval_every=max(1, max_steps // 4), save_every=max(1, max_steps // 2), n_eval_samples=5,
                       max_new_tokens=64, wandb=wandb, progress=progress)
-    last = train(cfg)
-    print('4/4 asking the fine-tuned model:', QUESTION)
+    last = train(cfg).metrics
+    log.info('4/4 asking the fine-tuned model: %s', QUESTION)
     answer = generate_answer(tmp/'run'/'final', QUESTION, max_new_tokens=48).strip()[:300] or '(empty)'
-    print('   ', answer)
+    log.info('    %s', answer)
     write_atomic(tmp/DEMO_MARKER, json.dumps({'made_by': 'alpaca_ft demo', 'max_steps': max_steps}) + '\n')
     return last, n_train, answer
 
 QUESTION = 'What are the three primary colors?'
 
+def _smollm2_steps(tmp:Path, max_steps:int, wandb:str, progress:bool) -> tuple[dict, int, str]:
+    "The demo with SmolLM2-135M-Instruct: the steps of the lesson 14_real_model."
+    from alpaca_ft.model import load_model
+    from alpaca_ft.tokenization import load_tokenizer
+    log.info("1/4 preparing the bundled sample with SmolLM2's tokenizer")
+    manifest = prepare(out=tmp/'data', tokenizer='smollm2', max_seq_len=512, wandb=wandb, progress=progress)
+    n_train, cfg = manifest['splits']['train']['examples'], smollm2_config(tmp/'data', tmp/'run', max_steps,
+                                                                             wandb=wandb, progress=progress)
+    rows = read_jsonl(tmp/'data'/'eval.jsonl')[:cfg.n_eval_samples]
+    log.info(f'2/4 answering {len(rows)} eval instructions before fine-tuning')
+    model, tok = load_model('smollm2'), load_tokenizer('smollm2')
+    before = predict_rows(model, tok, rows, 'alpaca', cfg.max_new_tokens)
+    del model  # train loads its own copy
+    log.info(f'3/4 fine-tuning for {max_steps} steps')
+    last = train(cfg).metrics
+    table = answers_table(rows, before, read_jsonl(tmp/'run'/'eval_predictions.jsonl'))
+    records = table.to_dict('records')
+    write_atomic(tmp/'answers.jsonl', ''.join(json.dumps(r, ensure_ascii=False) + '\n' for r in records))
+    log.info('4/4 the same instructions, before and after')
+    for r in records:
+        log.info(f"  {r['instruction'][:100]}\n    before: {r['before'][:160]!r}\n"
+              f"    after:  {r['after'][:160]!r}")
+    info = {'made_by': 'alpaca_ft demo', 'max_steps': max_steps, 'model': 'smollm2'}
+    write_atomic(tmp/DEMO_MARKER, json.dumps(info) + '\n')
+    return last, n_train, records[0]['after']
+
+DEMO_MODELS = {'tiny': 150, 'smollm2': 12}  # the demo's models and their default steps
+
 def _summary(out:Path, n_train:int, wandb:str) -> str:
     ms = read_jsonl(out/'run'/'metrics.jsonl')
     losses, evals = [m['loss'] for m in ms if 'loss' in m], [m for m in ms if 'eval_loss' in m]
-    k = max(1, len(losses) // 10)
+    k, best = max(1, len(losses) // 10), min(evals, key=lambda m: m['eval_loss'])
     return (f'\ntrain loss {sum(losses[:k])/k:.2f} (first {k} steps) -> {sum(losses[-k:])/k:.2f} (last {k}); '
-            f"eval loss {evals[0]['eval_loss']:.2f} (before) -> {min(m['eval_loss'] for m in evals):.2f} "
-            f"(best) -> {evals[-1]['eval_loss']:.2f} (end; {n_train} training rows overfit fast), "
+            f"eval loss {evals[0]['eval_loss']:.2f} (before) -> {best['eval_loss']:.2f} "
+            f"(best, step {best['step']}) -> {evals[-1]['eval_loss']:.2f} (end, step {evals[-1]['step']}; "
+            f"{n_train} training rows), "
             f"eval token accuracy {evals[0]['eval_accuracy']:.1%} -> {evals[-1]['eval_accuracy']:.1%}\n"
             f'data:        {out/"data"} (manifest.json, plots/)\nmodel:       {out/"run"/"final"}\n'
             f'metrics:     {out/"run"/"metrics.jsonl"}, loss curve {out/"run"/"loss.png"}\n'
             f'predictions: {out/"run"/"eval_predictions.jsonl"}\n'
+            + (f'answers:     {out/"answers.jsonl"} (before and after)\n'
+               if (out/'answers.jsonl').exists() else '') +
             f'W&B:         {out/"wandb"}, {out/"run"/"wandb"} ({wandb})\n'
             f'try:         alpaca_ft generate {out/"run"/"final"} '
             '--instruction "Give three tips for staying healthy."')
 
-def demo(out, max_steps:int=150, overwrite:bool=False, wandb:str='offline', progress:bool=True) -> dict:
-    "Prepare the sample, build a tiny Llama, fine-tune, evaluate, generate, all in `out`; the last metrics."
+def run_demo(out, max_steps:int|None=None, overwrite:bool=False, wandb:str='offline', progress:bool=True,
+             model:str='tiny') -> dict:
+    "Prepare the sample, get a model (`tiny` or `smollm2`), fine-tune, evaluate, generate, in `out`."
+    if model not in DEMO_MODELS: raise ValueError(f'model={model!r}: choose one of {", ".join(DEMO_MODELS)}')
+    max_steps = DEMO_MODELS[model] if max_steps is None else max_steps
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f'max_steps must be an integer >= 1, got {max_steps!r}')
     out = Path(out)
     if out.is_dir() and not out.is_symlink() and not any(out.iterdir()): out.rmdir()  # empty: take it
-    build = partial(_build_demo, max_steps=max_steps, wandb=wandb, progress=progress)
+    build = partial(_build_demo, max_steps=max_steps, wandb=wandb, progress=progress, model=model)
     last, n_train, _ = atomic_dir(out, build, overwrite, marker=DEMO_MARKER)
-    print(_summary(out, n_train, wandb))
+    log.info(_summary(out, n_train, wandb))
     return last
+
+demo = run_demo  # the command line's name for it

@@ -4,14 +4,17 @@
 
 # %% ../nbs/11_generate.ipynb #b5d262d3
 from __future__ import annotations
+import json
+from contextlib import contextmanager
 from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 from .data import DataError
-from .prompts import render
+from .prompts import render, template_name
 
 # %% auto #0
-__all__ = ['check_context', 'generate', 'predict_rows', 'generate_answer']
+__all__ = ['TEMPLATE_FILE', 'check_context', 'generate', 'predict_rows', 'write_template', 'read_template', 'hf_progress_bars',
+           'generate_answer']
 
 # %% ../nbs/11_generate.ipynb #bc27afe7
 def check_context(model, tokenizer, prompts:list[str], max_new_tokens:int):
@@ -26,8 +29,9 @@ def check_context(model, tokenizer, prompts:list[str], max_new_tokens:int):
 @torch.no_grad()
 def generate(model, tokenizer, prompts:list[str], max_new_tokens:int=256, batch_size:int=8,
              progress:bool=False) -> list[str]:
-    "Greedy completions of `prompts` (response text only), stopping at EOS."
+    "Greedy completions of `prompts` (response text only), stopping at EOS; `model`'s mode is kept."
     check_context(model, tokenizer, prompts, max_new_tokens)  # before any work
+    was_training = model.training
     model.eval()
     side, tokenizer.padding_side = tokenizer.padding_side, 'left'
     out = []
@@ -37,7 +41,9 @@ def generate(model, tokenizer, prompts:list[str], max_new_tokens:int=256, batch_
             gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
             out += tokenizer.batch_decode(gen[:, enc['input_ids'].shape[1]:], skip_special_tokens=True)
-    finally: tokenizer.padding_side = side
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
     return out
 
 def predict_rows(model, tokenizer, rows:list[dict], template:str='alpaca',
@@ -63,14 +69,52 @@ def _load(model_path:str|Path, device=None):
     except Exception as e:  # safetensors, config and tokenizer errors alike: name the folder
         raise DataError(f'{model_path}: cannot load the model ({str(e).splitlines()[0][:200]})') from None
 
-def generate_answer(model_path:str|Path, instruction:str|None=None, input:str='', prompt:str|None=None,
-                    max_new_tokens:int=256, device=None) -> str:
-    "Load the model and tokenizer at `model_path`; answer one instruction (or complete a raw `prompt`)."
+TEMPLATE_FILE = 'alpaca_ft.json'  # in a model folder: the template the model was fine-tuned with
+
+def write_template(folder, template):
+    "Record in model `folder` the `template` its model was fine-tuned with (read by `generate_answer`)."
+    from alpaca_ft.data import write_atomic
+    record = {'template': template_name(template)}
+    write_atomic(Path(folder)/TEMPLATE_FILE, json.dumps(record, ensure_ascii=False) + '\n')
+
+def read_template(folder) -> str|None:
+    "The template recorded in model `folder`, or None when it has none (a model not made by alpaca_ft)."
+    f = Path(folder)/TEMPLATE_FILE
+    if not f.is_file(): return None
+    try: return json.loads(f.read_text(encoding='utf-8'))['template']
+    except (ValueError, KeyError, TypeError) as e:
+        raise DataError(f'{f}: unreadable ({type(e).__name__}: {e})') from None
+
+@contextmanager
+def hf_progress_bars(show:bool=False):
+    "Hide transformers' progress bars (loading, saving shards) in the block unless `show`; restore after."
     from transformers.utils import logging as hf_logging
-    hf_logging.disable_progress_bar()  # a one-line answer needs no 'Loading weights' bar
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    if not show: hf_logging.disable_progress_bar()
+    try: yield
+    finally:
+        if was_enabled: hf_logging.enable_progress_bar()
+        else: hf_logging.disable_progress_bar()
+
+def generate_answer(
+    model_path:str|Path,     # a model folder, e.g. a run's `final/` (holding its tokenizer), or a hub id
+    instruction:str|None=None,  # the instruction, put into the template; or give `prompt`
+    input:str='',            # the optional input (context) of the instruction
+    prompt:str|None=None,    # raw text to complete, no template
+    max_new_tokens:int=256,  # tokens to generate at most
+    device=None,             # torch device (default: CUDA when available, else CPU)
+    template=None,           # None: the one recorded with the model (else `alpaca`); or any `render` takes
+) -> str:                    # the answer text, without the prompt
+    "Load the model and tokenizer at `model_path`; answer one instruction (or complete a raw `prompt`)."
     if (instruction is None) == (prompt is None): raise ValueError('give either an instruction or a prompt')
-    if max_new_tokens < 1: raise ValueError(f'max_new_tokens must be >= 1, got {max_new_tokens}')
-    tok, model = _load(model_path, device)  # `generate` checks prompt + max_new_tokens against the context
-    row = {'instruction': instruction, 'input': input, 'output': ''}
-    text = prompt if prompt is not None else render(row)[0]
+    if instruction is not None and (not isinstance(instruction, str) or not instruction.strip()):
+        raise ValueError(f'instruction must be a non-blank string, got {instruction!r}')
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f'max_new_tokens must be an integer >= 1, got {max_new_tokens!r}')
+    with hf_progress_bars(False):  # a one-line answer needs no 'Loading weights' bar
+        tok, model = _load(model_path, device)  # `generate` checks prompt + max_new_tokens against the context
+    if template is None: template = read_template(model_path) if Path(model_path).is_dir() else None
+    row = {'instruction': instruction, 'input': input or '', 'output': ''}
+    text = prompt if prompt is not None else render(row, template or 'alpaca', tok)[0]
     return generate(model, tok, [text], max_new_tokens)[0]
+

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_model.ipynb #e9fec4c7
 from __future__ import annotations
-import warnings
+import logging, warnings
 from functools import partial
 from pathlib import Path
 import torch
@@ -17,9 +17,9 @@ from .tokenization import load_tokenizer
 from .smollm2 import resolve_model
 
 # %% auto #0
-__all__ = ['ATTN_IMPLEMENTATIONS', 'check_attn_implementation', 'default_device', 'default_dtype', 'load_model', 'check_loaded',
-           'param_counts', 'tiny_config', 'tiny_llama', 'save_tiny_model', 'freeze', 'backward_layers',
-           'count_layer_passes', 'checkpoint_layers', 'setup_for_training', 'enable_checkpointing',
+__all__ = ['ATTN_IMPLEMENTATIONS', 'log', 'check_attn_implementation', 'default_device', 'default_dtype', 'load_model',
+           'check_loaded', 'tied_head', 'param_counts', 'tiny_config', 'tiny_llama', 'save_tiny_model', 'freeze',
+           'backward_layers', 'count_layer_passes', 'checkpoint_layers', 'setup_for_training', 'enable_checkpointing',
            'saved_activation_bytes']
 
 # %% ../nbs/10_model.ipynb #cae97ef3
@@ -71,10 +71,18 @@ def check_loaded(name, info:dict):
         where = Path(name)/files[0] if len(files) == 1 else name
         raise DataError(f'{where}: {"; ".join(problems)} (not the model its config.json describes)')
 
+def tied_head(model) -> bool:
+    "Whether the output head (`lm_head`) is the input embedding matrix itself (tied, as in SmolLM2)."
+    head = model.get_output_embeddings()
+    return head is not None and head.weight is model.get_input_embeddings().weight
+
 def param_counts(model) -> dict:
-    "Total and trainable parameters."
-    return {'total': sum(p.numel() for p in model.parameters()),
-            'trainable': sum(p.numel() for p in model.parameters() if p.requires_grad)}
+    "Total and trainable parameters (a tied head counted once), and whether the embeddings and head train."
+    head = model.get_output_embeddings()
+    return {'total': sum(p.numel() for p in model.parameters()),  # parameters() lists a shared tensor once
+            'trainable': sum(p.numel() for p in model.parameters() if p.requires_grad),
+            'embeddings_train': model.get_input_embeddings().weight.requires_grad,
+            'head_trains': head is not None and head.weight.requires_grad, 'tied_head': tied_head(model)}
 
 # %% ../nbs/10_model.ipynb #ca95a669
 def tiny_config(vocab_size:int, layers:int=2, hidden:int=64, heads:int=4, max_len:int=2048,
@@ -89,18 +97,20 @@ def tiny_config(vocab_size:int, layers:int=2, hidden:int=64, heads:int=4, max_le
     if params > 1e9:  # tiny means tiny: a CPU toy; a real size is loaded (--model), not built at random
         raise ValueError(f'a tiny Llama of {layers} layers, hidden {hidden} would have {params/1e9:.1f}B '
                          'parameters; keep it under 1B (load a real model with --model instead)')
+    kw = {'tie_word_embeddings': False, **kw}  # untied, as in Llama 2, unless asked
     return LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=mlp,
                        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
-                       max_position_embeddings=max_len, rms_norm_eps=1e-5, tie_word_embeddings=False, **kw)
+                       max_position_embeddings=max_len, rms_norm_eps=1e-5, **kw)
 
 def tiny_llama(vocab_size:int, layers:int=2, hidden:int=64, heads:int=4, seed:int=0,
                attn_implementation:str='sdpa', **kw) -> LlamaForCausalLM:
-    "A randomly initialised (seeded) Llama of toy size."
+    "A randomly initialised (seeded) Llama of toy size; the global random generator is left as it was."
     check_attn_implementation(attn_implementation)
-    torch.manual_seed(seed)
     cfg = tiny_config(vocab_size, layers, hidden, heads, **kw)
     cfg._attn_implementation = attn_implementation
-    return LlamaForCausalLM(cfg)
+    with torch.random.fork_rng(devices=[]):  # seeds the init, not the caller's generator
+        torch.manual_seed(seed)
+        return LlamaForCausalLM(cfg)
 
 def save_tiny_model(out:str|Path, tokenizer:str|None=None, layers:int=2, hidden:int=64, seed:int=0) -> Path:
     "Build a tiny Llama for `tokenizer` (default: the bundled one) and save model and tokenizer to `out`."
@@ -117,8 +127,10 @@ def save_tiny_model(out:str|Path, tokenizer:str|None=None, layers:int=2, hidden:
     return out
 
 # %% ../nbs/10_model.ipynb #0011c640
+log = logging.getLogger('alpaca_ft')
+
 def freeze(model, n_freeze:int|None=None, freeze_embed:bool=True):
-    "Freeze the embeddings (if `freeze_embed`) and the first `n_freeze` decoder layers (default: 3/4)."
+    "Freeze the embeddings (if `freeze_embed`; a head tied to them too) and the first `n_freeze` layers."
     layers = model.model.layers
     if n_freeze is None: n_freeze = len(layers) * 3 // 4
     if not 0 <= n_freeze <= len(layers):
@@ -126,6 +138,10 @@ def freeze(model, n_freeze:int|None=None, freeze_embed:bool=True):
     for p in model.parameters(): p.requires_grad_(True)
     for layer in layers[:n_freeze]: layer.requires_grad_(False)
     model.get_input_embeddings().requires_grad_(not freeze_embed)
+    if tied_head(model):
+        log.info('the output head is tied to the input embeddings (%s parameters): %s',
+                 f'{model.get_input_embeddings().weight.numel():,}',
+                 'frozen with them' if freeze_embed else 'it trains with them')
     return model
 
 # %% ../nbs/10_model.ipynb #5b0c7a3e
@@ -176,7 +192,7 @@ def checkpoint_layers(model, layers:list[int]|None=None):
 
 def setup_for_training(model, n_freeze:int|None=None, freeze_embed:bool=True, grad_checkpointing:bool=False,
                        compile:bool=False):
-    "Freeze, fp32 master weights for what trains, checkpoint where backward runs, compile layers if asked."
+    "Freeze (see `freeze`), fp32 master weights for what trains, checkpoint where backward runs, compile."
     freeze(model, n_freeze, freeze_embed)
     for p in model.parameters():
         if p.requires_grad: p.data = p.data.float()

@@ -18,53 +18,88 @@ __all__ = ['PACKERS', 'limit_length', 'drop_unlabelled', 'greedy_packs', 'greedy
            'pack_none', 'unpack', 'pack', 'pack_lengths', 'pack_stats', 'packed_lengths', 'to_dataset']
 
 # %% ../nbs/04_packing.ipynb #a8750ec1
-def limit_length(examples:dict, max_seq_len:int, overlong:str='truncate') -> tuple[dict, int, int]:
-    "Truncate or drop examples longer than `max_seq_len`; returns `(examples, n_truncated, n_dropped)`."
+def limit_length(
+    examples: dict, max_seq_len: int, overlong: str = 'truncate'
+) -> tuple[dict, int, int]:
+    ("Truncate or drop examples longer than `max_seq_len`; returns `(examples, "
+     "n_truncated, n_dropped)`.")
     if overlong not in ('truncate', 'drop'):
         raise ValueError(f'overlong must be truncate or drop, got {overlong!r}')
     long = [i for i, x in enumerate(examples['input_ids']) if len(x) > max_seq_len]
-    if not long: return examples, 0, 0
+    if not long:
+        return examples, 0, 0
     if overlong == 'drop':
         keep = sorted(set(range(len(examples['input_ids']))) - set(long))
         return {k: [v[i] for i in keep] for k, v in examples.items()}, 0, len(long)
-    return {k: [x[:max_seq_len] for x in v] for k, v in examples.items()}, len(long), 0
+    return (
+        {k: [x[:max_seq_len] for x in v] for k, v in examples.items()},
+        len(long),
+        0,
+    )
 
-def drop_unlabelled(examples:dict) -> tuple[dict, int]:
-    "Drop examples with no label token left (a response truncated away); returns `(examples, n_dropped)`."
-    keep = [i for i, labels in enumerate(examples['labels']) if labels and max(labels) >= 0]
-    if len(keep) == len(examples['labels']): return examples, 0
-    return {k: [v[i] for i in keep] for k, v in examples.items()}, len(examples['labels']) - len(keep)
+
+def drop_unlabelled(examples: dict) -> tuple[dict, int]:
+    ("Drop examples with no label token left (a response truncated away); returns "
+     "`(examples, n_dropped)`.")
+    keep = [
+        i
+        for i, labels in enumerate(examples['labels'])
+        if labels and max(labels) >= 0
+    ]
+    if len(keep) == len(examples['labels']):
+        return examples, 0
+    return {k: [v[i] for i in keep] for k, v in examples.items()}, len(
+        examples['labels']
+    ) - len(keep)
 
 # %% ../nbs/04_packing.ipynb #a9705031
-def greedy_packs(examples:dict, max_seq_len:int) -> dict:
-    "Greedy packing, after the article's: examples end to end, cut every `max_seq_len` tokens, no tail."
+def greedy_packs(examples: dict, max_seq_len: int) -> dict:
+    ("Greedy packing, after the article's: examples end to end, cut every "
+     "`max_seq_len` tokens, no tail.")
     packs = {}
     for key in ('input_ids', 'labels'):
         stream = [token for example in examples[key] for token in example]
         n_full = len(stream) // max_seq_len
-        packs[key] = [stream[i * max_seq_len:(i + 1) * max_seq_len] for i in range(n_full)]
+        packs[key] = [
+            stream[i * max_seq_len : (i + 1) * max_seq_len] for i in range(n_full)
+        ]
     return packs
 
 # %% ../nbs/04_packing.ipynb #97e0b2e0
-def greedy_costs(examples:dict, max_seq_len:int) -> dict:
-    "What greedy packing does to `examples`: examples cut across sequences, examples and tokens lost."
+def greedy_costs(examples: dict, max_seq_len: int) -> dict:
+    ("What greedy packing does to `examples`: examples cut across sequences, "
+     "examples and tokens lost.")
     ends = list(accumulate(len(x) for x in examples['input_ids']))
     total = ends[-1] if ends else 0
     kept = total - total % max_seq_len
     spans = list(zip([0] + ends[:-1], ends))
-    cut = sum(s < kept and (e > kept or s // max_seq_len != (e - 1) // max_seq_len) for s, e in spans)
-    return {'examples_split': cut, 'examples_lost': sum(s >= kept for s, _ in spans),
-            'tail_tokens_dropped': total - kept,
-            'examples_per_sequence': round(len(spans) / (kept // max_seq_len), 3) if kept else 0.0}
+    cut = sum(
+        s < kept and (e > kept or s // max_seq_len != (e - 1) // max_seq_len)
+        for s, e in spans
+    )
+    return {
+        'examples_split': cut,
+        'examples_lost': sum(s >= kept for s, _ in spans),
+        'tail_tokens_dropped': total - kept,
+        'examples_per_sequence': (
+            round(len(spans) / (kept // max_seq_len), 3) if kept else 0.0
+        ),
+    }
 
 # %% ../nbs/04_packing.ipynb #f2294282
-def bfd_groups(lengths:list[int], max_seq_len:int, progress:bool=False) -> list[list[int]]:
-    "Best-fit-decreasing bin packing of `lengths` (each <= `max_seq_len`): lists of indices, one per pack."
+def bfd_groups(
+    lengths: list[int], max_seq_len: int, progress: bool = False
+) -> list[list[int]]:
+    ("Best-fit-decreasing bin packing of `lengths` (each <= `max_seq_len`): lists of"
+     " indices, one per pack.")
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     room, groups = [], []  # room: sorted (free tokens, pack index)
     for i in tqdm(order, desc='packing', disable=not progress, mininterval=1):
         n = lengths[i]
-        if n > max_seq_len: raise ValueError(f'example {i} has {n} tokens > max_seq_len={max_seq_len}')
+        if n > max_seq_len:
+            raise ValueError(
+                f'example {i} has {n} tokens > max_seq_len={max_seq_len}'
+            )
         j = bisect_left(room, (n, -1))
         if j == len(room):  # no pack has room: open one
             groups.append([i])
@@ -73,58 +108,158 @@ def bfd_groups(lengths:list[int], max_seq_len:int, progress:bool=False) -> list[
             free, b = room.pop(j)
             groups[b].append(i)
             free -= n
-        if free: insort(room, (free, b))
+        if free:
+            insort(room, (free, b))
     return groups
 
 # %% ../nbs/04_packing.ipynb #617385c6
-def pack_greedy(examples:dict, max_seq_len:int) -> datasets.Dataset:
-    "`greedy_packs` as a `Dataset`, with `position_ids` running on across examples (each pack one sequence)."
+def pack_greedy(examples: dict, max_seq_len: int) -> datasets.Dataset:
+    ("`greedy_packs` as a `Dataset`, with `position_ids` running on across examples "
+     "(each pack one sequence).")
     total = int(_lengths(examples).sum())
     n = total // max_seq_len
-    cols = {k: _flat(examples[k], total)[:n * max_seq_len] for k in ('input_ids', 'labels')}
+    cols = {
+        k: _flat(examples[k], total)[: n * max_seq_len]
+        for k in ('input_ids', 'labels')
+    }
     cols['position_ids'] = np.tile(np.arange(max_seq_len, dtype=np.int32), n)
-    return to_dataset(cols, np.arange(n + 1) * max_seq_len, (np.full(n, max_seq_len), np.arange(n + 1)))
+    return to_dataset(
+        cols,
+        np.arange(n + 1) * max_seq_len,
+        (np.full(n, max_seq_len), np.arange(n + 1)),
+    )
 
-def pack_bfd(examples:dict, max_seq_len:int, progress:bool=False) -> datasets.Dataset:
-    "Best-fit-decreasing packing: whole examples only, `position_ids` restarting at 0 at each."
-    return _assemble(examples, bfd_groups([len(x) for x in examples['input_ids']], max_seq_len, progress))
 
-def pack_none(examples:dict, max_seq_len:int=None) -> datasets.Dataset:
+def pack_bfd(
+    examples: dict, max_seq_len: int, progress: bool = False
+) -> datasets.Dataset:
+    ("Best-fit-decreasing packing: whole examples only, `position_ids` restarting at"
+     " 0 at each.")
+    return _assemble(
+        examples,
+        bfd_groups([len(x) for x in examples['input_ids']], max_seq_len, progress),
+    )
+
+
+def pack_none(examples: dict, max_seq_len: int = None) -> datasets.Dataset:
     "No packing: one example per sequence."
     return _assemble(examples, [[i] for i in range(len(examples['input_ids']))])
 
 # %% ../nbs/04_packing.ipynb #b9099d8a
-def unpack(pack:dict) -> list[dict]:
-    "Split one pack back into its examples (`input_ids` and `labels`) at each `position_ids == 0`."
-    starts = [i for i, p in enumerate(pack['position_ids']) if p == 0] + [len(pack['position_ids'])]
-    return [{k: pack[k][s:e] for k in ('input_ids', 'labels')} for s, e in zip(starts, starts[1:])]
+def unpack(pack) -> list[dict]:
+    ("Split a pack (or each pack of a `Dataset` or list) back into its examples at "
+     "each `position_ids == 0`.")
+    if not isinstance(pack, dict):
+        return [e for p in pack for e in unpack(p)]
+    missing = [k for k in ('input_ids', 'labels', 'position_ids') if k not in pack]
+    if missing:
+        raise ValueError(
+            f'pack needs input_ids, labels and position_ids; missing {missing}'
+        )
+    starts = [i for i, p in enumerate(pack['position_ids']) if p == 0] + [
+        len(pack['position_ids'])
+    ]
+    return [
+        {k: pack[k][s:e] for k in ('input_ids', 'labels')}
+        for s, e in zip(starts, starts[1:])
+    ]
 
 # %% ../nbs/04_packing.ipynb #ec62040a
 PACKERS = {'greedy': pack_greedy, 'bfd': pack_bfd, 'none': pack_none}
 
-def pack(examples:dict, max_seq_len:int, strategy:str='bfd', progress:bool=False) -> datasets.Dataset:
-    "Pack `examples` with `strategy` (`bfd`, `greedy` or `none`): a `Dataset`, one row per sequence."
+
+def _as_columns(examples, name: str = 'examples') -> dict:
+    ("`examples` as columns `input_ids` and `labels` (what `tokenize_examples` "
+     "returns); rows are turned round.")
+    if isinstance(examples, (list, tuple)):  # rows, as `unpack` gives them
+        bad = next(
+            (i for i, e in enumerate(examples) if not isinstance(e, dict)), None
+        )
+        if bad is not None:
+            raise TypeError(
+                f'{name}[{bad}] must be a dict, got {type(examples[bad]).__name__}'
+            )
+        examples = {k: [e.get(k) for e in examples] for k in ('input_ids', 'labels')}
+        if any(v is None for col in examples.values() for v in col):
+            raise ValueError(f'every row of {name} needs input_ids and labels')
+    if not isinstance(examples, dict):
+        raise TypeError(
+            f'{name} must be columns (a dict of lists) or rows (a list of dicts), got'
+            f' a {type(examples).__name__}'
+        )
+    missing = [k for k in ('input_ids', 'labels') if k not in examples]
+    if missing:
+        raise ValueError(
+            f'{name} needs the columns input_ids and labels; missing'
+            f' {", ".join(missing)}'
+        )
+    if len(examples['input_ids']) != len(examples['labels']):
+        raise ValueError(
+            f"{name}: {len(examples['input_ids'])} input_ids but"
+            f" {len(examples['labels'])} labels"
+        )
+    return examples
+
+
+def pack(
+    examples: dict, max_seq_len: int, strategy: str = 'bfd', progress: bool = False
+) -> datasets.Dataset:
+    ("Pack `examples` (columns or rows) with `strategy` (`bfd`, `greedy` or `none`):"
+     " a `Dataset` of packs.")
     if strategy not in PACKERS:
-        raise ValueError(f'unknown packing {strategy!r}; expected one of {list(PACKERS)}')
-    if strategy == 'bfd': return pack_bfd(examples, max_seq_len, progress)
+        raise ValueError(
+            f'unknown packing {strategy!r}; expected one of {list(PACKERS)}'
+        )
+    if (
+        not isinstance(max_seq_len, int)
+        or isinstance(max_seq_len, bool)
+        or max_seq_len < 1
+    ):
+        raise ValueError(f'max_seq_len must be an integer >= 1, got {max_seq_len!r}')
+    examples = _as_columns(examples)
+    long = next(
+        (i for i, x in enumerate(examples['input_ids']) if len(x) > max_seq_len), None
+    )
+    if long is not None and strategy == 'bfd':
+        raise ValueError(
+            f"examples[{long}] has {len(examples['input_ids'][long])} tokens >"
+            f" max_seq_len={max_seq_len}: truncate or drop such examples first with"
+            " limit_length"
+        )
+    if strategy == 'bfd':
+        return pack_bfd(examples, max_seq_len, progress)
     return PACKERS[strategy](examples, max_seq_len)
 
-def pack_lengths(packs:datasets.Dataset) -> np.ndarray:
-    "Tokens in each sequence (pack) of `packs`."
-    return pc.list_value_length(packs.data.column('input_ids')).to_numpy(zero_copy_only=False)
 
-def pack_stats(packs:datasets.Dataset, max_seq_len:int) -> dict:
+def pack_lengths(packs: datasets.Dataset) -> np.ndarray:
+    "Tokens in each sequence (pack) of `packs`."
+    return pc.list_value_length(packs.data.column('input_ids')).to_numpy(
+        zero_copy_only=False
+    )
+
+
+def pack_stats(packs: datasets.Dataset, max_seq_len: int) -> dict:
     "Sequences, tokens, label tokens and fill of `packs`."
     n, tokens = len(packs), int(pack_lengths(packs).sum())
-    labels = int((pc.list_flatten(packs.data.column('labels')).to_numpy() != -100).sum())
-    return {'sequences': n, 'tokens': tokens, 'label_tokens': labels,
-            'fill': round(tokens / (n * max_seq_len), 6) if n else 0.0}
+    labels = int(
+        (pc.list_flatten(packs.data.column('labels')).to_numpy() != -100).sum()
+    )
+    return {
+        'sequences': n,
+        'tokens': tokens,
+        'label_tokens': labels,
+        'fill': round(tokens / (n * max_seq_len), 6) if n else 0.0,
+    }
 
-def packed_lengths(lengths:list[int], max_seq_len:int) -> dict:
-    "The sequence lengths, in stored order, each strategy makes of examples of `lengths` (<= `max_seq_len`)."
-    return {'greedy': [max_seq_len] * (sum(lengths) // max_seq_len),
-            'bfd': [sum(lengths[i] for i in g) for g in bfd_groups(lengths, max_seq_len)],
-            'none': list(lengths)}
+
+def packed_lengths(lengths: list[int], max_seq_len: int) -> dict:
+    ("The sequence lengths, in stored order, each strategy makes of examples of "
+     "`lengths` (<= `max_seq_len`).")
+    return {
+        'greedy': [max_seq_len] * (sum(lengths) // max_seq_len),
+        'bfd': [sum(lengths[i] for i in g) for g in bfd_groups(lengths, max_seq_len)],
+        'none': list(lengths),
+    }
 
 # %% ../nbs/04_packing.ipynb #087a41b0
 def _lengths(examples:dict) -> np.ndarray:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_prepare.ipynb #770f4ac4
 from __future__ import annotations
-import gc, hashlib, json, os, tempfile
+import gc, hashlib, json, logging, os, tempfile
 from contextlib import contextmanager
 from pathlib import Path
 import datasets
@@ -13,39 +13,59 @@ import pandas as pd
 from tqdm.auto import tqdm
 from .data import (SAMPLE_DATA, DataError, atomic_dir, check_replaceable, load_rows, normal_path,
                             write_atomic)
-from .prompts import render
+from .prompts import check_template, render, template_name, warn_trailing_space
 from .tokenization import TINY_TOKENIZER, load_tokenizer, tokenize_examples
 from .split import split_indices, write_jsonl
 from .packing import PACKERS, drop_unlabelled, limit_length, pack, pack_stats
 from .viz import html_tokens, length_histogram, packing_plot
 from .tracking import (WANDB_MODES, artifact_name, artifact_record, check_wandb, init_run,
-                                log_dir_artifact, log_tables)
+                                kept_environ, log_dir_artifact, log_tables)
 
 # %% auto #0
-__all__ = ['TEMPLATES', 'OVERLONG', 'SAMPLE_NAME', 'FEATURES', 'MANIFEST_KEYS', 'prepare_dataset', 'check_options',
-           'load_sources', 'load_data_tokenizer', 'tokenizer_fingerprint', 'log_raw', 'split_rows', 'gc_paused',
-           'datasets_progress_bars', 'tokenize_rows', 'tokenize_splits', 'pack_splits', 'fingerprint', 'make_manifest',
-           'write_output', 'read_manifest', 'verify_fingerprint', 'log_packed', 'prepare']
+__all__ = ['TEMPLATES', 'OVERLONG', 'logger', 'SAMPLE_NAME', 'FEATURES', 'TOKENIZER_DIR', 'MANIFEST_KEYS', 'prepare',
+           'check_options', 'load_sources', 'load_data_tokenizer', 'tokenizer_fingerprint', 'log_raw', 'split_rows',
+           'gc_paused', 'datasets_progress_bars', 'tokenize_rows', 'tokenize_splits', 'pack_splits', 'fingerprint',
+           'make_manifest', 'write_output', 'read_manifest', 'verify_fingerprint', 'log_packed', 'prepare_dataset']
 
 # %% ../nbs/08_prepare.ipynb #11f46b2d
-TEMPLATES = ('alpaca', 'chat')
+TEMPLATES = ('alpaca', 'chat')  # the built-in ones; a format string or a function of the row works too
 OVERLONG = ('truncate', 'drop')
+logger = logging.getLogger('alpaca_ft')
+
+def _is_rows(source) -> bool:
+    "Whether `source` is rows in memory (a list of dicts, a pandas DataFrame, a datasets.Dataset)."
+    if isinstance(source, (list, tuple)): return bool(source) and isinstance(source[0], dict)
+    return hasattr(source, 'columns') and hasattr(source, 'to_dict') or hasattr(source, 'column_names')
+
+def _sources(data) -> list|None:
+    "`data` as a list of sources (files, URLs, hub ids, rows in memory); None stays None."
+    if data is None or isinstance(data, (list, tuple)) and not data: return None  # the command's no file
+    if isinstance(data, (str, os.PathLike)) or _is_rows(data): return [data]
+    if isinstance(data, (list, tuple)) and data: return list(data)
+    raise TypeError('data must be a file, URL or hub id, rows (a list of dicts, a pandas DataFrame, a '
+                    f'datasets.Dataset), or a list of those; got {type(data).__name__} {str(data)[:40]!r}')
 
 def _is_int(x) -> bool: return isinstance(x, int) and not isinstance(x, bool)
 
 def _local_paths(data, tokenizer) -> list[Path]:
     "The local files and folders among the inputs."
-    named = [str(s) for s in data or []] + ([str(tokenizer)] if tokenizer else [])
+    named = [str(s) for s in data or [] if isinstance(s, (str, os.PathLike))]
+    named += [str(tokenizer)] if isinstance(tokenizer, (str, os.PathLike)) else []
     local = [Path(s).expanduser() for s in named if not s.startswith(('http://', 'https://'))]
     return [p.resolve() for p in local if p.exists()]
 
 def check_options(data, out, tokenizer, max_seq_len, eval_size, seed, pack_strategy, template, overlong,
                   num_proc, wandb, overwrite):
-    "Check `prepare`'s options before any work: ValueError (FileExistsError for `out`) naming the option."
-    if data is not None and not all(isinstance(s, (str, os.PathLike)) for s in data):
-        bad = next(s for s in data if not isinstance(s, (str, os.PathLike)))
-        raise ValueError(f'data must be a file, URL or hub id, or a list of them; got a {type(bad).__name__} '
-                         '(rows in memory: write them to a JSONL file first)')
+    "Check `prepare_dataset`'s options before any work: an error naming the argument."
+    if data is not None and not all(isinstance(s, (str, os.PathLike)) or _is_rows(s) for s in data):
+        bad = next(s for s in data if not (isinstance(s, (str, os.PathLike)) or _is_rows(s)))
+        raise TypeError(f'data must be a file, URL or hub id, rows (a list of dicts, a pandas DataFrame, a '
+                        f'datasets.Dataset), or a list of those; got a {type(bad).__name__}')
+    if not (tokenizer is None or isinstance(tokenizer, (str, os.PathLike))
+            or hasattr(tokenizer, 'get_vocab')):
+        raise TypeError(f'tokenizer must be a hub id, a folder or a tokenizer object, got a '
+                        f'{type(tokenizer).__name__}')
+    check_template(template)
     if not _is_int(max_seq_len) or max_seq_len < 8:
         raise ValueError(f'max_seq_len must be an integer >= 8, got {max_seq_len!r}')
     if eval_size is not None:
@@ -57,7 +77,7 @@ def check_options(data, out, tokenizer, max_seq_len, eval_size, seed, pack_strat
     if not _is_int(seed): raise ValueError(f'seed must be an integer, got {seed!r}')
     if num_proc is not None and (not _is_int(num_proc) or num_proc < 1):
         raise ValueError(f'num_proc must be an integer >= 1, got {num_proc!r}')
-    for name, value, allowed in (('pack', pack_strategy, tuple(PACKERS)), ('template', template, TEMPLATES),
+    for name, value, allowed in (('pack_strategy', pack_strategy, tuple(PACKERS)),
                                  ('overlong', overlong, OVERLONG), ('wandb', wandb, WANDB_MODES)):
         if value not in allowed:
             raise ValueError(f'{name} must be one of {", ".join(allowed)}; got {value!r}')
@@ -76,21 +96,28 @@ def load_sources(data, template:str='alpaca') -> tuple[list[dict], list[str], li
     rows, invalid = [], []
     for source in data or [SAMPLE_DATA]:
         got = load_rows(source, invalid)
-        if template == 'alpaca':
+        if template != 'chat':
             chat_row = next((i for i, row in enumerate(got) if 'messages' in row), None)
             if chat_row is not None:
-                raise DataError(f"{source}, row {chat_row}: a row with 'messages' needs --template chat")
+                raise DataError(f"{_name(source)}, row {chat_row}: a row with 'messages' needs "
+                                "template='chat'")
         rows += got
-    return rows, [str(s) for s in data] if data else [SAMPLE_NAME], invalid
+    return rows, [_name(s) for s in data] if data else [SAMPLE_NAME], invalid
+
+def _name(source) -> str:
+    "How a source is named in messages and the manifest: its path, URL or hub id, or `rows in memory`."
+    if isinstance(source, (str, os.PathLike)): return str(source)
+    return f'{type(source).__name__} (rows in memory)'
 
 def _is_local(name:str) -> bool:
     "Whether tokenizer `name` means a folder here rather than a hub id (`owner/name` or `name`)."
     if Path(name).expanduser().exists(): return True
     return name.startswith(('.', '/', '~')) or name.count('/') > 1 or '\\' in name
 
-def load_data_tokenizer(name:str|None=None):
-    "Tokenizer `name` (hub id, folder, or None: the bundled one); a folder is checked and made absolute."
+def load_data_tokenizer(name=None):
+    "Tokenizer `name` (hub id, folder, a tokenizer object, or None: the bundled one); a folder is checked."
     if name is None or name == TINY_TOKENIZER: return load_tokenizer(name)
+    if hasattr(name, 'get_vocab'): return _own_copy(name)
     name = str(name)
     if _is_local(name):
         path = Path(name).expanduser()
@@ -105,6 +132,16 @@ def load_data_tokenizer(name:str|None=None):
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(f'{name}: cannot load the tokenizer ({type(e).__name__}: {reason})') from e
 
+def _own_copy(tokenizer):
+    "A copy of a caller's tokenizer object, checked as `load_tokenizer` checks one, with a pad token."
+    import copy
+    if not getattr(tokenizer, 'is_fast', False):
+        raise ValueError('tokenizer: a fast (Rust) tokenizer object is needed (transformers\' use_fast=True)')
+    if tokenizer.eos_token_id is None: raise ValueError('tokenizer: the tokenizer has no EOS token')
+    tok = copy.deepcopy(tokenizer)  # the caller's object keeps its pad token and padding side
+    if tok.pad_token is None: tok.pad_token = tok.eos_token
+    return tok
+
 def tokenizer_fingerprint(tokenizer) -> str:
     "sha256 of the tokenizer's vocabulary (each token and its id, added ones included) and special token ids."
     vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
@@ -116,13 +153,13 @@ def log_raw(run, rows:list[dict], data, out):
     "Log the raw `rows` as a W&B Table, and the source files of `data` as the dataset artifact `{out}_raw`."
     if run is None: return None
     log_tables(run, {'raw_dataset': pd.DataFrame(rows)})
-    sources = [Path(s) for s in data or [SAMPLE_DATA]]
-    files = [s for s in sources if s.is_file()]
+    sources = [Path(s) if isinstance(s, (str, os.PathLike)) else s for s in data or [SAMPLE_DATA]]
+    files = [s for s in sources if isinstance(s, Path) and s.is_file()]
     with tempfile.TemporaryDirectory() as tmp:  # W&B copies the files when they are added
         if len(files) < len(sources):  # URLs and hub ids have no file here: the rows as read
             files.append(write_jsonl(rows, Path(tmp)/'rows.jsonl'))
         return log_dir_artifact(run, files, artifact_name(f'{Path(out).resolve().name}_raw'),
-                                metadata={'rows': len(rows), 'sources': [str(s) for s in sources]},
+                                metadata={'rows': len(rows), 'sources': [_name(s) for s in sources]},
                                 description='Alpaca-style rows as read, before any processing')
 
 # %% ../nbs/08_prepare.ipynb #aa4eb4f8
@@ -175,6 +212,7 @@ def tokenize_rows(rows:list[dict], tokenizer, template:str='alpaca', train_on_in
     "Template and tokenize `rows`: columns `input_ids` and `labels`, one entry per row."
     pairs = [render(row, template, tokenizer) for row in rows]
     prompts, responses = [p for p, _ in pairs], [r for _, r in pairs]
+    warn_trailing_space(prompts)
     if num_proc and num_proc > 1:
         with datasets_progress_bars(progress):
             return _tokenize_parallel(prompts, responses, tokenizer, train_on_inputs, num_proc, batch_size)
@@ -206,7 +244,7 @@ def tokenize_splits(splits:dict, tokenizer, template:str='alpaca', train_on_inpu
         if not examples[name]['input_ids']:
             why = (f'all {n_unlabelled} examples were cut to no label tokens at max_seq_len={max_seq_len} '
                    f'(their prompts are longer); raise max_seq_len' if n_unlabelled
-                   else f'no examples left (--overlong {overlong})')
+                   else f'no examples left (overlong={overlong!r})')
             raise DataError(f'the {name} split has no label tokens: {why}')
         start = end
     return examples, counts
@@ -220,8 +258,8 @@ def pack_splits(examples:dict, max_seq_len:int=1024, strategy:str='bfd', progres
     packed = {name: pack(split, max_seq_len, strategy, progress) for name, split in examples.items()}
     for name, packs in packed.items():
         if not len(packs):
-            raise DataError(f'the {name} split is empty after packing (too little data for --pack {strategy} '
-                            f'at max_seq_len={max_seq_len})')
+            raise DataError(f'the {name} split is empty after packing (too little data for '
+                            f'pack_strategy={strategy!r} at max_seq_len={max_seq_len})')
         assert packs.features == FEATURES, packs.features
     return packed
 
@@ -237,11 +275,14 @@ def fingerprint(folder:Path, parts=('train', 'eval')) -> str:
                 while chunk := stream.read(2**20): h.update(chunk)
     return h.hexdigest()
 
+TOKENIZER_DIR = 'tokenizer'  # the tokenizer's copy in a prepare output: the folder can move
+
 def make_manifest(sources:list[str], tokenizer, settings:dict, n_read:int, counts:dict, examples:dict,
                   packed:dict) -> dict:
     "The manifest of a prepare output, without its `fingerprint` (which `write_output` adds)."
     max_seq_len = settings['max_seq_len']
     return {'format_version': 1, 'sources': sources, 'tokenizer': tokenizer.name_or_path,
+            'tokenizer_dir': TOKENIZER_DIR,
             'tokenizer_fingerprint': tokenizer_fingerprint(tokenizer), 'vocab_size': len(tokenizer),
             'eos_token_id': tokenizer.eos_token_id, 'pad_token_id': tokenizer.pad_token_id, **settings,
             'rows': {'read': n_read, **counts},
@@ -268,6 +309,7 @@ def write_output(out, manifest:dict, splits:dict, examples:dict, packed:dict, to
             packs.save_to_disk(str(tmp/name))
             write_jsonl(splits[name], tmp/f'{name}.jsonl')
         _save_plots(tmp/'plots', examples['train'], packed['train'], manifest['max_seq_len'], tokenizer)
+        tokenizer.save_pretrained(tmp/TOKENIZER_DIR)
         manifest['fingerprint'] = fingerprint(tmp)
         write_atomic(tmp/'manifest.json', json.dumps(manifest, indent=2, ensure_ascii=False) + '\n')
         if before_commit is not None: before_commit(tmp)  # W&B logging: what can fail, before `out` exists
@@ -330,7 +372,7 @@ def _summary(m:dict) -> str:
     r, s = m['rows'], m['splits']
     lines = [f"read {r['read']} rows from {len(m['sources'])} source(s); skipped {r['invalid']} blank; "
              f"truncated {r['truncated']}, dropped {r['dropped']} (over {m['max_seq_len']} tokens, "
-             f"--overlong {m['overlong']}); dropped {r['no_labels']} with no label token left",
+             f"overlong={m['overlong']!r}); dropped {r['no_labels']} with no label token left",
              f"tokenizer {m['tokenizer']}, template {m['template']}, pack {m['pack']}, seed {m['seed']}",
              f"{'split':<6} {'examples':>9} {'sequences':>10} {'tokens':>10} {'label tokens':>13} "
              f"{'fill':>7}"]
@@ -339,51 +381,54 @@ def _summary(m:dict) -> str:
     return '\n'.join(lines + [f"fingerprint {m['fingerprint'][:16]}"])
 
 @gc_paused()
-def prepare(
-    data=None,                      # JSON, JSONL, CSV, Parquet files, URLs or hub ids (None: bundled sample)
+def prepare_dataset(
+    data=None,                      # files (JSON, JSONL, CSV, Parquet), URLs, hub ids, or rows in memory (a
+                                    # list of dicts, a pandas DataFrame, a datasets.Dataset); None: the sample
     out='data_prepared',            # output folder, written atomically
-    tokenizer=None,                 # hub id or local folder (None: the bundled tiny tokenizer)
+    tokenizer=None,                 # hub id, local folder or tokenizer object (None: the bundled tiny one)
     max_seq_len:int=1024,           # tokens per sequence; longer examples are truncated or dropped
     eval_size=None,                 # eval rows: a count, a fraction < 1, or None (1,000, at most 10%)
     seed:int=42,                    # seed of the train/eval shuffle
     pack_strategy:str='bfd',        # `bfd` (best-fit decreasing), `greedy` (after the article) or `none`
     train_on_inputs:bool=False,     # train on the prompt tokens too, not only on the response
-    template:str='alpaca',          # `alpaca`, or `chat` for `messages` rows (the tokenizer's chat template)
+    template='alpaca',              # `alpaca`, `chat` (the tokenizer's chat template), a format string with
+                                    # `{instruction}` and `{input}`, or a module-level function row -> prompt
     overlong:str='truncate',        # an example over `max_seq_len` tokens: `truncate` or `drop` it
     num_proc:int|None=None,         # tokenize in this many processes (None: one, the tokenizer's threads)
-    wandb:str='offline',            # W&B mode: `offline`, `online` (needs an API key) or `disabled`
+    wandb:str='disabled',           # W&B mode: `disabled`, `offline` or `online` (needs an API key)
     wandb_project:str='alpaca_ft',  # W&B project of the run
     overwrite:bool=False,           # replace `out` if it is an earlier prepare output (has a manifest.json)
     progress:bool=True,             # show progress bars
-    verbose:bool=True,              # print a summary at the end
-) -> dict:                          # the manifest
-    "Load, check, split, tokenize and pack `data` into the folder `out`, and log it to W&B."
-    if isinstance(data, (str, os.PathLike)): data = [data]  # one source
+    verbose:bool=True,              # log a summary (logger `alpaca_ft`, level INFO) at the end
+) -> dict:                          # the manifest (also in `out/manifest.json`)
+    "Load, check, split, tokenize and pack `data` into the folder `out` (and log it to W&B if asked)."
+    data = _sources(data)
     check_options(data, out, tokenizer, max_seq_len, eval_size, seed, pack_strategy, template, overlong,
                   num_proc, wandb, overwrite)
     check_wandb(wandb, wandb_project)
+    settings = {'template': template_name(template), 'max_seq_len': max_seq_len, 'overlong': overlong,
+                'pack': pack_strategy, 'train_on_inputs': train_on_inputs, 'seed': seed}
     rows, sources, invalid = load_sources(data, template)
     tok = load_data_tokenizer(tokenizer)
-    settings = {'template': template, 'max_seq_len': max_seq_len, 'overlong': overlong, 'pack': pack_strategy,
-                'train_on_inputs': train_on_inputs, 'seed': seed}
-    run = init_run(wandb, wandb_project, job_type='preprocess', config={'sources': sources, **settings})
-    try:
-        with datasets_progress_bars(progress):
-            raw = log_raw(run, rows, data, out)
-            splits = split_rows(rows, eval_size, seed)
-            examples, counts = tokenize_splits(splits, tok, template, train_on_inputs, max_seq_len, overlong,
-                                               num_proc, progress)
-            packed = pack_splits(examples, max_seq_len, pack_strategy, progress)
-            manifest = make_manifest(sources, tok, settings, len(rows) + len(invalid),
-                                     {'invalid': len(invalid), **counts}, examples, packed)
-            log = lambda tmp: log_packed(run, tmp, manifest, splits, raw, name=normal_path(out).name)
-            write_output(out, manifest, splits, examples, packed, tok, overwrite, before_commit=log)
-    finally:
-        if run is not None: run.finish()
+    with kept_environ():  # W&B sets WANDB_* variables for its run; the caller's environment comes back
+        run = init_run(wandb, wandb_project, job_type='preprocess', config={'sources': sources, **settings})
+        try:
+            with datasets_progress_bars(progress):
+                raw = log_raw(run, rows, data, out)
+                splits = split_rows(rows, eval_size, seed)
+                examples, counts = tokenize_splits(splits, tok, template, train_on_inputs, max_seq_len,
+                                                   overlong, num_proc, progress)
+                packed = pack_splits(examples, max_seq_len, pack_strategy, progress)
+                manifest = make_manifest(sources, tok, settings, len(rows) + len(invalid),
+                                         {'invalid': len(invalid), **counts}, examples, packed)
+                log = lambda tmp: log_packed(run, tmp, manifest, splits, raw, name=normal_path(out).name)
+                write_output(out, manifest, splits, examples, packed, tok, overwrite, before_commit=log)
+        finally:
+            if run is not None: run.finish()
     if verbose:
-        print(_summary(manifest))
-        for msg in invalid[:5]: print('  skipped', msg)
-        if len(invalid) > 5: print(f'  ... and {len(invalid) - 5} more')
+        logger.info(_summary(manifest))
+        for msg in invalid[:5]: logger.info(f'  skipped {msg}')
+        if len(invalid) > 5: logger.info(f'  ... and {len(invalid) - 5} more')
     return manifest
 
-prepare_dataset = prepare  # the name for `import alpaca_ft` (where `prepare` is also the module's name)
+prepare = prepare_dataset  # the command line's name for it

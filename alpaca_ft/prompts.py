@@ -4,45 +4,169 @@
 
 # %% ../nbs/01_prompts.ipynb #cfa9eaa3
 from __future__ import annotations
+import importlib, logging, string
 from .data import DataError
 
 # %% auto #0
-__all__ = ['PROMPT_NO_INPUT', 'PROMPT_INPUT', 'alpaca_prompt', 'row_messages', 'chat_prompt', 'render']
+__all__ = ['PROMPT_NO_INPUT', 'PROMPT_INPUT', 'FUNCTION_PREFIX', 'logger', 'alpaca_prompt', 'row_messages', 'chat_prompt',
+           'check_template', 'template_name', 'resolve_template', 'render', 'warn_trailing_space']
 
 # %% ../nbs/01_prompts.ipynb #03d08f2f
-PROMPT_NO_INPUT = ("Below is an instruction that describes a task. "
-                   "Write a response that appropriately completes the request.\n\n"
-                   "### Instruction:\n{instruction}\n\n### Response:\n")
-PROMPT_INPUT = ("Below is an instruction that describes a task, paired with an input that provides further "
-                "context. "
-                "Write a response that appropriately completes the request.\n\n"
-                "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n")
+PROMPT_NO_INPUT = (
+    "Below is an instruction that describes a task. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Response:\n"
+)
+PROMPT_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that"
+    " provides further context. Write a response that appropriately completes the"
+    " request.\n\n### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n###"
+    " Response:\n"
+)
 
-def alpaca_prompt(row:dict) -> str:
-    "The Alpaca prompt for `row`: the template with input when `row['input']` is non-empty, else the other."
+
+def alpaca_prompt(row: dict) -> str:
+    ("The Alpaca prompt for `row`: the template with input when `row['input']` is "
+     "non-empty, else the other.")
     return (PROMPT_INPUT if row.get('input') else PROMPT_NO_INPUT).format_map(row)
 
 # %% ../nbs/01_prompts.ipynb #c7b36482
-def row_messages(row:dict) -> list[dict]:
-    "The conversation of `row`: its `messages`, or a one-turn chat made of an Alpaca row."
-    if 'messages' in row: return row['messages']
+def row_messages(row: dict) -> list[dict]:
+    ("The conversation of `row`: its `messages`, or a one-turn chat made of an "
+     "Alpaca row.")
+    if 'messages' in row:
+        return row['messages']
     user = row['instruction'] + (f"\n\n{row['input']}" if row.get('input') else '')
-    return [{'role': 'user', 'content': user}, {'role': 'assistant', 'content': row['output']}]
+    return [
+        {'role': 'user', 'content': user},
+        {'role': 'assistant', 'content': row['output']},
+    ]
 
-def chat_prompt(messages:list[dict], tokenizer) -> str:
-    "The prompt text for a reply after `messages`, rendered by the tokenizer's chat template."
+
+def chat_prompt(messages: list[dict], tokenizer) -> str:
+    ("The prompt text for a reply after `messages`, rendered by the tokenizer's chat"
+     " template.")
     if not getattr(tokenizer, 'chat_template', None):
-        raise DataError(f'tokenizer {tokenizer.name_or_path!r} has no chat_template; use --template alpaca')
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        raise DataError(
+            f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no"
+            " chat_template; use template='alpaca' or your own template"
+        )
+    text = tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True
+    )
     bos = tokenizer.bos_token
-    return text[len(bos):] if bos and text.startswith(bos) else text
+    return text[len(bos) :] if bos and text.startswith(bos) else text
 
-def render(row:dict, template:str='alpaca', tokenizer=None) -> tuple[str, str]:
-    "Split `row` into `(prompt, response)` text with the `alpaca` or `chat` template."
-    if template == 'alpaca':
-        if 'messages' in row: raise DataError("a row with 'messages' needs --template chat")
-        return alpaca_prompt(row), row['output']
+# %% ../nbs/01_prompts.ipynb #8d8c5840
+FUNCTION_PREFIX = (  # how a template function is recorded: function:module:qualname
+    'function:'
+)
+logger = logging.getLogger('alpaca_ft')
+
+
+def _fields(template: str) -> set:
+    try:
+        return {
+            f for _, f, _, _ in string.Formatter().parse(template) if f is not None
+        }
+    except ValueError as e:
+        raise ValueError(
+            f'template {template!r} is not a format string ({e})'
+        ) from None
+
+
+def check_template(template) -> None:
+    ("Raise a TypeError or ValueError naming `template` unless it is one we can "
+     "render.")
+    if callable(template) or template in ('alpaca', 'chat'):
+        return
+    if not isinstance(template, str):
+        raise TypeError(
+            "template must be 'alpaca', 'chat', a format string or a function of the"
+            f" row; got a {type(template).__name__}"
+        )
+    if template.startswith(FUNCTION_PREFIX):
+        return
+    names = _fields(template)
+    if 'instruction' not in names or not names <= {'instruction', 'input'}:
+        raise ValueError(
+            f"template {template!r}: expected 'alpaca', 'chat', or a format string"
+            " with {instruction} (and optionally {input}), no other field; found"
+            f" {sorted(names)}"
+        )
+
+
+def template_name(template) -> str:
+    ("How `template` is recorded: the string itself, or `function:module:qualname` "
+     "for a function.")
+    check_template(template)
+    if not callable(template):
+        return template
+    name = f'{FUNCTION_PREFIX}{template.__module__}:{template.__qualname__}'
+    if resolve_template(name, strict=False) is not template:
+        raise ValueError(
+            f'template: the function {template.__qualname__} cannot be found again by'
+            ' name; define it at the top level of a module (not a lambda or a nested'
+            ' function)'
+        )
+    return name
+
+
+def resolve_template(template, strict: bool = True):
+    ("The template a recorded name stands for: a `function:` name is imported, any "
+     "other returned as is.")
+    if not (isinstance(template, str) and template.startswith(FUNCTION_PREFIX)):
+        return template
+    module, _, qualname = template[len(FUNCTION_PREFIX) :].partition(':')
+    try:
+        obj = importlib.import_module(module)
+        for part in qualname.split('.'):
+            obj = getattr(obj, part)
+        return obj
+    except (ImportError, AttributeError, ValueError):
+        if not strict:
+            return None
+        raise ValueError(
+            f'template {template!r}: cannot import that function here; pass the'
+            ' function itself as template='
+        ) from None
+
+
+def render(row: dict, template='alpaca', tokenizer=None) -> tuple[str, str]:
+    ("`(prompt, response)` of `row` with `template`: `alpaca`, `chat`, a format "
+     "string or a function.")
+    template = resolve_template(template)
+    check_template(template)
     if template == 'chat':
         msgs = row_messages(row)
         return chat_prompt(msgs[:-1], tokenizer), msgs[-1]['content']
-    raise ValueError(f'unknown template {template!r}; expected alpaca or chat')
+    if 'messages' in row:
+        raise DataError("a row with 'messages' needs template='chat'")
+    if template == 'alpaca':
+        return alpaca_prompt(row), row['output']
+    if callable(template):
+        prompt = template(row)
+    else:
+        prompt = template.format(
+            instruction=row['instruction'], input=row.get('input') or ''
+        )
+    if not isinstance(prompt, str):
+        raise TypeError(
+            f'template: the function returned a {type(prompt).__name__}, not the'
+            ' prompt text'
+        )
+    return prompt, row['output']
+
+
+def warn_trailing_space(prompts: list[str]) -> int:
+    ("Log a warning when prompts end in a space or tab (see above); returns how many"
+     " do.")
+    n = sum(p[-1:] in (' ', '\t') for p in prompts)
+    if n:
+        logger.warning(
+            f'{n} of {len(prompts)} prompts end in a space: the first answer token'
+            ' then carries it (it is trained as part of the answer), but at'
+            ' inference the prompt ends in a lone space token the model never saw'
+            ' before an answer; end the template without it'
+        )
+    return n

@@ -80,7 +80,7 @@ def _quiet_hf():
         if was: hf_logging.enable_progress_bar()
 
 def convert_gguf(gguf, out) -> Path:
-    "Dequantize GGUF file `gguf` into a plain `LlamaForCausalLM` + tokenizer saved (safetensors) in folder `out`."
+    "Dequantize GGUF file `gguf` into a plain `LlamaForCausalLM` + tokenizer, saved (safetensors) in `out`."
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
     folder, name, out = str(Path(gguf).parent), Path(gguf).name, Path(out)

@@ -15,37 +15,62 @@ __all__ = ['DEFAULT_EVAL_SIZE', 'eval_count', 'split_indices', 'write_jsonl', 'r
 # %% ../nbs/03_split.ipynb #5743d303
 DEFAULT_EVAL_SIZE = 1000
 
-def eval_count(n_rows:int, eval_size:float|int|None=None) -> int:
-    "How many of `n_rows` rows go to eval: a count, a fraction < 1, or `None` (1,000, at most 10% of them)."
-    if eval_size is None: return max(1, min(DEFAULT_EVAL_SIZE, n_rows // 10))
-    if 0 < eval_size < 1: k = round(eval_size * n_rows)
-    elif eval_size >= 1 and float(eval_size).is_integer(): k = int(eval_size)
-    else: raise ValueError(f'eval size must be a count >= 1 or a fraction in (0, 1), got {eval_size}')
+
+def eval_count(n_rows: int, eval_size: float | int | None = None) -> int:
+    ("How many of `n_rows` rows go to eval: a count, a fraction < 1, or `None` "
+     "(1,000, at most 10% of them).")
+    if eval_size is None:
+        return max(1, min(DEFAULT_EVAL_SIZE, n_rows // 10))
+    if 0 < eval_size < 1:
+        k = round(eval_size * n_rows)
+    elif eval_size >= 1 and float(eval_size).is_integer():
+        k = int(eval_size)
+    else:
+        raise ValueError(
+            f'eval size must be a count >= 1 or a fraction in (0, 1), got {eval_size}'
+        )
     if not 1 <= k < n_rows:
-        raise ValueError(f'eval size {eval_size} leaves no rows for train or eval ({n_rows} rows)')
+        raise ValueError(
+            f'eval size {eval_size} leaves no rows for train or eval ({n_rows} rows)'
+        )
     return k
 
-def split_indices(n_rows:int, eval_size:float|int|None=None, seed:int=42) -> tuple[list[int], list[int]]:
-    "Shuffle `range(n_rows)` with `seed`; the last `eval_count` indices are eval, the rest train."
+
+def split_indices(
+    n_rows: int, eval_size: float | int | None = None, seed: int = 42
+) -> tuple[list[int], list[int]]:
+    ("Shuffle `range(n_rows)` with `seed`; the last `eval_count` indices are eval, "
+     "the rest train.")
     idx = list(range(n_rows))
     random.Random(seed).shuffle(idx)
     k = eval_count(n_rows, eval_size)
     return idx[:-k], idx[-k:]
 
 # %% ../nbs/03_split.ipynb #6fee9152
-def write_jsonl(rows:list[dict], path:Path) -> Path:
-    "Write `rows` to `path` as UTF-8 JSONL, atomically (a reader never sees half a file)."
-    return write_atomic(path, ''.join(json.dumps(r, ensure_ascii=False) + '\n' for r in rows))
+def write_jsonl(rows: list[dict], path: Path) -> Path:
+    ("Write `rows` to `path` as UTF-8 JSONL, atomically (a reader never sees half a "
+     "file).")
+    return write_atomic(
+        path, ''.join(json.dumps(r, ensure_ascii=False) + '\n' for r in rows)
+    )
 
-def read_jsonl(path:Path, torn_tail:bool=False) -> list[dict]:
-    "The rows of a JSONL file; a bad line is named. `torn_tail`: skip an unended last line (cut by a kill)."
-    try: lines = Path(path).read_text(encoding='utf-8').split('\n')  # '\n' only: strings may hold U+2028
-    except UnicodeDecodeError as e: raise DataError(f'{path}: not UTF-8 (byte {e.start})') from None
+
+def read_jsonl(path: Path, torn_tail: bool = False) -> list[dict]:
+    ("The rows of a JSONL file; a bad line is named. `torn_tail`: skip an unended "
+     "last line (cut by a kill).")
+    try:
+        # '\n' only: strings may hold U+2028
+        lines = (Path(path).read_text(encoding='utf-8').split('\n'))
+    except UnicodeDecodeError as e:
+        raise DataError(f'{path}: not UTF-8 (byte {e.start})') from None
     rows = []
     for i, line in enumerate(lines, 1):
-        if not line.strip(): continue
-        try: rows.append(json.loads(line))
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
         except json.JSONDecodeError as e:
-            if torn_tail and i == len(lines): continue
+            if torn_tail and i == len(lines):
+                continue
             raise DataError(f'{path}, line {i}: not valid JSON ({e.msg})') from None
     return rows

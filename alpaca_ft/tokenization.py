@@ -69,50 +69,118 @@ def adds_eos(tokenizer) -> bool:
     "Whether the tokenizer appends EOS by itself when encoding."
     return tokenizer('a')['input_ids'][-1] == tokenizer.eos_token_id
 
-def with_eos(ids:list[int], tokenizer) -> list[int]:
+
+def with_eos(ids: list[int], tokenizer) -> list[int]:
     "`ids` ending with exactly one EOS id."
-    return ids if ids and ids[-1] == tokenizer.eos_token_id else ids + [tokenizer.eos_token_id]
+    return (
+        ids
+        if ids and ids[-1] == tokenizer.eos_token_id
+        else ids + [tokenizer.eos_token_id]
+    )
 
 # %% ../nbs/02_tokenization.ipynb #bf09fd2c
-def _prompt_len(enc, i:int, n_chars:int, n_tokens:int) -> int:
-    "Number of tokens of example `i` of batch encoding `enc` that belong to its first `n_chars` characters."
-    for c in range(n_chars, n_chars + 8):  # a character may map to no token (dropped by a normalizer)
+def _prompt_len(enc, i: int, n_chars: int, n_tokens: int) -> int:
+    ("Tokens of example `i` of `enc` before the one holding character `n_chars` (the"
+     " response's first).")
+    # a character may map to no token (dropped by a normalizer)
+    for c in range(n_chars, n_chars + 8):
         t = enc.char_to_token(i, c)
-        if t is not None: return t + (enc.token_to_chars(i, t).start < n_chars)
+        if t is not None:
+            # a token straddling the boundary (`▁Four` after 'A: ') is the answer's
+            return t
     return n_tokens
 
-def tokenize_examples(prompts:list[str], responses:list[str], tokenizer, train_on_inputs:bool=False) -> dict:
-    "Token ids (BOS + prompt + response + one EOS) and labels (`-100` on the prompt unless train_on_inputs)."
-    enc = tokenizer([p + r for p, r in zip(prompts, responses)], add_special_tokens=True,
-                    return_attention_mask=False)
+
+def _check_texts(name: str, texts) -> list[str]:
+    "`texts` as a list of strings; a TypeError naming the argument `name` otherwise."
+    if isinstance(texts, (str, bytes)) or not hasattr(texts, '__len__'):
+        raise TypeError(
+            f'{name} must be a list of strings (one per example), got a'
+            f' {type(texts).__name__}'
+            + (
+                f'; for one example pass [{name[:-1]}]'
+                if isinstance(texts, str)
+                else ''
+            )
+        )
+    texts = list(texts)
+    bad = next((k for k, t in enumerate(texts) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise TypeError(
+            f'{name}[{bad}] must be a string, got a {type(texts[bad]).__name__}'
+        )
+    return texts
+
+
+def tokenize_examples(
+    prompts: list[str], responses: list[str], tokenizer, train_on_inputs: bool = False
+) -> dict:
+    ("Token ids (BOS + prompt + response + one EOS) and labels (`-100` on the prompt"
+     " unless train_on_inputs).")
+    prompts, responses = _check_texts('prompts', prompts), _check_texts(
+        'responses', responses
+    )
+    if len(prompts) != len(responses):
+        raise ValueError(
+            f'prompts and responses must be as long: {len(prompts)} prompts, '
+            f'{len(responses)} responses'
+        )
+    enc = tokenizer(
+        [p + r for p, r in zip(prompts, responses)],
+        add_special_tokens=True,
+        return_attention_mask=False,
+    )
     own_eos, eos = adds_eos(tokenizer), tokenizer.eos_token_id
     input_ids, labels = [], []
     for i, (p, ids) in enumerate(zip(prompts, enc['input_ids'])):
         n = _prompt_len(enc, i, len(p), len(ids))
-        if not own_eos: ids = ids + [eos]
+        if not own_eos:
+            ids = ids + [eos]
         input_ids.append(ids)
-        lab = list(ids) if train_on_inputs else [-100]*n + ids[n:]
-        lab[0] = -100  # nothing predicts the first token (BOS); masking it keeps packed examples apart
+        lab = list(ids) if train_on_inputs else [-100] * n + ids[n:]
+        # nothing predicts the first token (BOS);
+        # masking it keeps packed examples apart
+        lab[0] = -100
         labels.append(lab)
     return {'input_ids': input_ids, 'labels': labels}
 
 # %% ../nbs/02_tokenization.ipynb #a1b2c3d5
-def html_tokens(input_ids:list[int], labels:list[int], tokenizer, position_ids:list[int]|None=None) -> str:
-    "HTML of a sequence's tokens: masked ones grey, trained ones green, pack boundaries as red bars."
+def html_tokens(
+    input_ids: list[int],
+    labels: list[int],
+    tokenizer,
+    position_ids: list[int] | None = None,
+) -> str:
+    ("HTML of a sequence's tokens: masked ones grey, trained ones green, pack "
+     "boundaries as red bars.")
     starts = {i for i, p in enumerate(position_ids or []) if p == 0 and i > 0}
     trained = [l != -100 for l in labels]
-    breaks = starts | {i for i in range(1, len(labels)) if trained[i] != trained[i - 1]}
+    breaks = starts | {
+        i for i in range(1, len(labels)) if trained[i] != trained[i - 1]
+    }
     spans = []
     for pos, text in token_groups(input_ids, tokenizer, breaks):
-        if pos[0] in starts: spans.append('<span style="border-left:3px solid #d62728;margin:0 2px"></span>')
+        if pos[0] in starts:
+            spans.append(
+                '<span style="border-left:3px solid #d62728;margin:0 2px"></span>'
+            )
         shown = html.escape(text).replace(' ', '·').replace('\n', '↵<br>')
-        style = 'color:#000;background:#b7e4b7' if trained[pos[0]] else 'color:#888;background:#eee'
+        style = (
+            'color:#000;background:#b7e4b7'
+            if trained[pos[0]]
+            else 'color:#888;background:#eee'
+        )
         ids = ' '.join(str(input_ids[k]) for k in pos)
-        spans.append(f'<span title="{ids}" style="{style};margin:0 1px;font-family:monospace">{shown}</span>')
-    legend = ('<p style="font-family:sans-serif;font-size:12px">'
-              '<span style="background:#eee">masked (-100)</span> '
-              '<span style="background:#b7e4b7">trained</span> '
-              '<span style="color:#d62728">| new example</span></p>')
+        spans.append(
+            f'<span title="{ids}" style="{style};margin:0'
+            f' 1px;font-family:monospace">{shown}</span>'
+        )
+    legend = (
+        '<p style="font-family:sans-serif;font-size:12px">'
+        '<span style="background:#eee">masked (-100)</span> '
+        '<span style="background:#b7e4b7">trained</span> '
+        '<span style="color:#d62728">| new example</span></p>'
+    )
     return '<div style="line-height:1.8">' + legend + ''.join(spans) + '</div>'
 
 # %% ../nbs/02_tokenization.ipynb #a1b2c3da

@@ -5,13 +5,14 @@
 # %% ../nbs/07_tracking.ipynb #bfb959db
 from __future__ import annotations
 import netrc, os, re
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 import pandas as pd
 
 # %% auto #0
-__all__ = ['WANDB_MODES', 'TABLE_ROWS', 'check_wandb', 'init_run', 'log_tables', 'log_dir_artifact', 'artifact_name',
-           'artifact_record']
+__all__ = ['WANDB_MODES', 'TABLE_ROWS', 'check_wandb', 'kept_environ', 'wandb_dir', 'init_run', 'log_tables', 'log_dir_artifact',
+           'artifact_name', 'artifact_record']
 
 # %% ../nbs/07_tracking.ipynb #c61b37df
 # W&B's own ways of holding a key (env, netrc), checked without reading the key out
@@ -44,45 +45,108 @@ def check_wandb(mode:str, project:str|None=None):
         raise ValueError('wandb online needs an API key: run `wandb login` or set WANDB_API_KEY '
                          '(or log offline, the default, and upload later with `wandb sync`)')
 
-def init_run(mode:str='offline', project:str='alpaca_ft', job_type:str|None=None, config:dict|None=None,
-             dir=None):
-    "A W&B run in `mode` (`offline` by default), or `None` when `disabled`."
-    check_wandb(mode)
-    if mode == 'disabled': return None
-    import wandb
-    os.environ.setdefault('WANDB_SILENT', 'true')
-    if dir is not None: Path(dir).mkdir(parents=True, exist_ok=True)
-    try: return wandb.init(project=project, job_type=job_type, config=config, mode=mode, dir=dir,
-                           reinit='finish_previous')
-    except Exception as e:  # no server, a bad WANDB_* setting: the user's environment, not a bug (exit 2)
-        first = ' '.join(str(e).split())[:300]
-        raise ValueError(f'W&B ({mode}): cannot start a run: {type(e).__name__}: {first} '
-                         '(--wandb offline works without a server)') from None
+@contextmanager
+def kept_environ():
+    "Put `os.environ` back as it was when the block ends (W&B sets variables for its runs)."
+    before = dict(os.environ)
+    try: yield
+    finally:
+        for k in set(os.environ) - set(before): del os.environ[k]
+        for k, v in before.items():
+            if os.environ.get(k) != v: os.environ[k] = v
 
-def log_tables(run, tables:dict[str, pd.DataFrame], max_rows:int=TABLE_ROWS):
-    "Log each DataFrame as a W&B Table under its name (its first `max_rows` rows)."
-    if run is None: return
+def wandb_dir() -> Path:
+    "Where W&B writes a run's files unless told: `$WANDB_DIR`, else the package's cache, never the cwd."
+    if os.environ.get('WANDB_DIR'): return Path(os.environ['WANDB_DIR'])
+    from alpaca_ft.tokenization import cache_dir
+    return cache_dir()/'wandb'
+
+# %% ../nbs/07_tracking.ipynb #ac5c9eaf
+def init_run(
+    mode: str = 'disabled',
+    project: str = 'alpaca_ft',
+    job_type: str | None = None,
+    config: dict | None = None,
+    dir=None,
+):
+    ("A W&B run in `mode` (`offline` or `online`), or `None` when `disabled` (the "
+     "default).")
+    check_wandb(mode)
+    if mode == 'disabled':
+        return None
     import wandb
+
+    dir = Path(dir) if dir is not None else wandb_dir()
+    dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return wandb.init(
+            project=project,
+            job_type=job_type,
+            config=config,
+            mode=mode,
+            dir=dir,
+            reinit='finish_previous',
+            settings=wandb.Settings(silent=True),
+        )
+    # no server, a bad WANDB_* setting: the user's environment, not a bug (exit 2)
+    except Exception as e:
+        first = ' '.join(str(e).split())[:300]
+        raise ValueError(
+            f'W&B ({mode}): cannot start a run: {type(e).__name__}: {first} '
+            '(--wandb offline works without a server)'
+        ) from None
+
+
+def log_tables(run, tables: dict[str, pd.DataFrame], max_rows: int = TABLE_ROWS):
+    "Log each DataFrame as a W&B Table under its name (its first `max_rows` rows)."
+    if run is None:
+        return
+    import wandb
+
     run.log({k: wandb.Table(dataframe=df.head(max_rows)) for k, df in tables.items()})
 
-def log_dir_artifact(run, path, name:str, type:str='dataset', metadata:dict|None=None,
-                     description:str|None=None):
-    "Log `path` (a folder, a file, or a list of files) as a W&B artifact; returns it (`None` when disabled)."
-    if run is None: return None
+
+def log_dir_artifact(
+    run,
+    path,
+    name: str,
+    type: str = 'dataset',
+    metadata: dict | None = None,
+    description: str | None = None,
+):
+    ("Log `path` (a folder, a file, or a list of files) as a W&B artifact; returns "
+     "it (`None` when disabled).")
+    if run is None:
+        return None
     import wandb
-    art = wandb.Artifact(name=name, type=type, metadata=metadata, description=description)
+
+    art = wandb.Artifact(
+        name=name, type=type, metadata=metadata, description=description
+    )
     for p in map(Path, path if isinstance(path, (list, tuple)) else [path]):
-        if p.is_dir(): art.add_dir(str(p))
-        else: art.add_file(str(p))
+        if p.is_dir():
+            art.add_dir(str(p))
+        else:
+            art.add_file(str(p))
     run.log_artifact(art)
     return art
 
-def artifact_name(text:str) -> str:
+
+def artifact_name(text: str) -> str:
     "`text` as a valid W&B artifact name (letters, digits, `-`, `_` and `.`)."
     return re.sub(r'[^A-Za-z0-9_.-]+', '_', text).strip('._') or 'data'
 
-def artifact_record(art, run) -> dict|None:
-    "What a later run needs to find `art`: name, type, digest (known offline too), project, mode and run id."
-    if art is None: return None
-    return {'name': art.name, 'type': art.type, 'digest': art.digest, 'project': run.project,
-            'mode': 'offline' if run.offline else 'online', 'run_id': run.id}
+
+def artifact_record(art, run) -> dict | None:
+    ("What a later run needs to find `art`: name, type, digest (known offline too), "
+     "project, mode and run id.")
+    if art is None:
+        return None
+    return {
+        'name': art.name,
+        'type': art.type,
+        'digest': art.digest,
+        'project': run.project,
+        'mode': 'offline' if run.offline else 'online',
+        'run_id': run.id,
+    }

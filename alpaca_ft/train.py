@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_train.ipynb #9316ac63
 from __future__ import annotations
-import contextlib, json, logging, math, os, random, re, shutil, signal, threading, time
+import contextlib, dataclasses, json, logging, math, os, random, re, shutil, signal, threading, time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from functools import partial
@@ -21,23 +21,26 @@ from transformers.utils import logging as hf_logging
 from .batching import attention_mask_for, pad_batch
 from .data import (DataError, atomic_dir, check_replaceable, normal_path, remove_stale_temps,
                             write_atomic)
-from .generate import check_context, predict_rows
+from .generate import check_context, hf_progress_bars, predict_rows, write_template
 from .prompts import render
 from .model import (ATTN_IMPLEMENTATIONS, default_dtype, load_model, param_counts, setup_for_training,
                              tiny_llama)
 from .split import read_jsonl
 from .tokenization import load_tokenizer
-from .tracking import WANDB_MODES, artifact_name, artifact_record, check_wandb, init_run, log_dir_artifact
+from .tracking import (WANDB_MODES, artifact_name, artifact_record, check_wandb, init_run, kept_environ,
+                               log_dir_artifact)
+
+logger = logging.getLogger('alpaca_ft')
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'STEP_SUMS', 'RUN_MARKER', 'REPLACED', 'TrainConfig', 'check_config', 'load_prepared', 'check_tokenizer',
-           'token_loss', 'step_grads', 'pack_isolation_error', 'build_optimizer', 'build_scheduler', 'lr_schedule_plot',
-           'checkpoint_step', 'list_checkpoints', 'latest_checkpoint', 'prune_checkpoints', 'NonFiniteError',
-           'check_finite', 'save_checkpoint', 'read_checkpoint', 'find_checkpoint', 'run_identity', 'check_same_run',
-           'autocast_dtype', 'device_ids', 'init_distributed', 'evaluate', 'check_run_dir', 'run_lock',
-           'signals_deferred', 'set_aside_run', 'write_run_info', 'build_data', 'build_model', 'step_batches',
-           'train_step', 'should_eval', 'should_save', 'log_step', 'resume', 'start_tracking', 'finish', 'log_metrics',
-           'sample_answers', 'fit', 'train']
+__all__ = ['logger', 'PRECISIONS', 'STEP_SUMS', 'RUN_MARKER', 'REPLACED', 'train', 'TrainConfig', 'check_config', 'load_prepared',
+           'check_tokenizer', 'token_loss', 'step_grads', 'pack_isolation_error', 'build_optimizer', 'build_scheduler',
+           'lr_schedule_plot', 'checkpoint_step', 'list_checkpoints', 'latest_checkpoint', 'prune_checkpoints',
+           'NonFiniteError', 'check_finite', 'save_checkpoint', 'read_checkpoint', 'find_checkpoint', 'run_identity',
+           'check_same_run', 'autocast_dtype', 'device_ids', 'init_distributed', 'evaluate', 'check_run_dir',
+           'run_lock', 'signals_deferred', 'set_aside_run', 'write_run_info', 'build_data', 'build_model',
+           'step_batches', 'train_step', 'should_eval', 'should_save', 'log_step', 'resume', 'start_tracking', 'finish',
+           'log_metrics', 'sample_answers', 'fit', 'FineTuneResult', 'fine_tune']
 
 # %% ../nbs/12_train.ipynb #0f31bdfc
 PRECISIONS = ('auto', 'bf16', 'fp32')
@@ -48,7 +51,7 @@ def _opt(default, help:str, **kw):
 
 @dataclass
 class TrainConfig:
-    "Every setting of a training run; the command line has one option per field."
+    "Every setting of a training run (checked when built); the command line has one option per field."
     data_dir: str = field(metadata={'help': 'output folder of alpaca_ft prepare'})
     out: str = field(metadata={'help': 'run folder: metrics, eval predictions, checkpoints, final model'})
     model: str|None = _opt(None, "hub id or folder (default: a tiny random Llama for the data's tokenizer)")
@@ -62,6 +65,11 @@ class TrainConfig:
     grad_clip: float|None = _opt(1.0, 'clip the gradient norm to this (> 0); none: no clipping')
     n_freeze: int|None = _opt(None, 'first decoder layers to freeze (default: 3/4 of them)')
     freeze_embed: bool = _opt(True, 'freeze the input embeddings')
+    lora_r: int = _opt(0, 'LoRA rank: adapters on the layers above --n-freeze, base frozen (0: no LoRA)')
+    lora_alpha: float = _opt(16.0, 'LoRA alpha: the update B A is scaled by alpha / r')
+    lora_dropout: float = _opt(0.1, 'dropout on the input of each LoRA adapter')
+    lora_target_modules: str = _opt('q_proj,k_proj,v_proj,o_proj', 'comma-separated Linear names that '
+                                    'get LoRA adapters')
     grad_checkpointing: bool = _opt(False, 'recompute the activations of the layers that train (less memory)')
     compile: bool|None = _opt(None, 'compile each decoder layer (default: on with CUDA, off on CPU)')
     precision: str = _opt('auto', 'auto: bf16 autocast on CUDA, fp32 on CPU', choices=PRECISIONS)
@@ -77,11 +85,15 @@ class TrainConfig:
                                   'run waits in OUT/replaced-run until the new one has finished')
     seed: int = _opt(42, 'seed of the model init, the shuffling and dropout')
     num_workers: int = _opt(0, 'DataLoader worker processes')
-    wandb: str = _opt('offline', 'W&B mode (online needs an API key: wandb login)', choices=WANDB_MODES)
+    wandb: str = _opt('disabled', 'W&B mode: disabled (the default in Python), offline (the default of the '
+                      'command line) or online (needs an API key: wandb login)', choices=WANDB_MODES,
+                      cli_default='offline')
     wandb_project: str = _opt('alpaca_ft', 'W&B project')
     tiny_layers: int = _opt(2, 'decoder layers of the tiny model used when --model is not given')
     tiny_hidden: int = _opt(64, 'hidden size of the tiny model (a multiple of 8: 4 heads of an even size)')
     progress: bool = _opt(True, 'show a progress bar')
+
+    def __post_init__(self): check_config(self)  # a bad value fails here, where it was written
 
 # %% ../nbs/12_train.ipynb #719b41e5
 def _is_int(v) -> bool: return isinstance(v, int) and not isinstance(v, bool)
@@ -111,6 +123,8 @@ def check_config(cfg:TrainConfig):
     if cfg.tiny_hidden % 8: bad('tiny_hidden', 'a multiple of 8 (4 heads of an even size, for RoPE)')
     if cfg.model is None and cfg.n_freeze is not None and cfg.n_freeze > cfg.tiny_layers:
         raise ValueError(f'n_freeze={cfg.n_freeze} but the model has {cfg.tiny_layers} layers')
+    from alpaca_ft.lora import check_lora_config
+    check_lora_config(cfg)
     if cfg.resume and cfg.overwrite: raise ValueError('give resume or overwrite, not both')
     if not str(cfg.data_dir) or not str(cfg.out): raise ValueError('data_dir and out must be folder names')
 
@@ -129,7 +143,7 @@ def load_prepared(data_dir) -> tuple:
             raise DataError(f'{d/name}: needs columns input_ids, labels, position_ids; has {ds.column_names}')
     if manifest.get('splits', {}).get('train', {}).get('label_tokens', 1) == 0:
         raise DataError(f'{d}: the train split has no label tokens (every response was cut off: '
-                        'prepare with a larger --max-seq-len)')
+                        'prepare with a larger max_seq_len)')
     return manifest, train_ds, eval_ds
 
 # %% ../nbs/12_train.ipynb #08f4dccd
@@ -271,6 +285,7 @@ def _set_rng_states(rng:dict):
 def _write_checkpoint(tmp:Path, model, optimizer, step:int, run:dict, tokenizer):
     _unwrap(model).save_pretrained(tmp, safe_serialization=True)
     if tokenizer is not None: tokenizer.save_pretrained(tmp)
+    if run.get('template') is not None: write_template(tmp, run['template'])
     state = {'step': step, 'run': run, 'optimizer': optimizer.state_dict(), 'rng': _rng_states()}
     torch.save(state, tmp/'trainer_state.pt')
 
@@ -328,12 +343,12 @@ def find_checkpoint(run_dir, set_aside:bool=True) -> tuple[Path|None, dict|None]
     for folder in reversed(list_checkpoints(run_dir)):
         try: return folder, read_checkpoint(folder)
         except DataError as e:
-            print(f'checkpoint {folder} cannot be used: {e}; trying the one before')
+            logger.warning(f'checkpoint {folder} cannot be used: {e}; trying the one before')
             bad.append(folder.name)
             if set_aside: folder.rename(_free_name(folder.with_name(folder.name + '.corrupt')))
     if bad:  # starting again from step 0 is not what --resume asked for
         raise DataError(f"{Path(run_dir)/'checkpoints'}: no usable checkpoint ({', '.join(bad)} cannot be "
-                        'read, set aside as *.corrupt); start the run again with --overwrite')
+                        'read, set aside as *.corrupt); start the run again with overwrite=True')
     return None, None
 
 def _free_name(path:Path) -> Path:
@@ -349,7 +364,9 @@ def run_identity(cfg:TrainConfig, manifest:dict, world:int) -> dict:
     return {'data_fingerprint': manifest['fingerprint'], 'tokenizer': tokenizer,
             'model': cfg.model or f'tiny_llama(layers={cfg.tiny_layers}, hidden={cfg.tiny_hidden})',
             'batch_size': cfg.batch_size, 'grad_accum': cfg.grad_accum, 'world_size': world, 'seed': cfg.seed,
-            'lr': cfg.lr, 'warmup': cfg.warmup, 'n_freeze': cfg.n_freeze, 'freeze_embed': cfg.freeze_embed}
+            'lr': cfg.lr, 'warmup': cfg.warmup, 'n_freeze': cfg.n_freeze, 'freeze_embed': cfg.freeze_embed,
+            'lora': [cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules] if cfg.lora_r
+                    else None}
 
 def check_same_run(saved:dict, now:dict, folder:Path):
     "Refuse to resume from `folder` when what identifies the run differs; the error names the difference."
@@ -413,7 +430,8 @@ def check_run_dir(cfg:TrainConfig) -> str:
         raise FileExistsError(f'{out}: a run folder cannot be inside the data folder {cfg.data_dir}')
     if not out.exists() or not any(p.name != '.lock' for p in out.iterdir()): return 'new'
     if not cfg.overwrite:
-        raise FileExistsError(f'{out} exists; pass --resume to continue it or --overwrite to replace it')
+        raise FileExistsError(f'{out} exists; pass resume=True to continue it or overwrite=True to '
+                              'replace it')
     cut = not (out/RUN_MARKER).is_file() and (out/REPLACED/RUN_MARKER).is_file()  # --overwrite cut short
     check_replaceable(out, overwrite=True, marker=f'{REPLACED}/{RUN_MARKER}' if cut else RUN_MARKER)
     if Path(cfg.data_dir).resolve().is_relative_to(out.resolve()):
@@ -502,27 +520,36 @@ def build_data(cfg:TrainConfig, manifest:dict, train_ds, eval_ds, rank:int, worl
     col, pin = partial(pad_batch, pad_id=manifest['pad_token_id']), device.type == 'cuda'
     sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
     train_dl = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, collate_fn=col,
-                          num_workers=cfg.num_workers, pin_memory=pin)
+                          num_workers=cfg.num_workers, pin_memory=pin,  # its own generator: starting an
+                          generator=torch.Generator().manual_seed(cfg.seed))  # epoch leaves dropout's alone
     eval_part = eval_ds.shard(world, rank, contiguous=True) if world > 1 else eval_ds
     eval_dl = DataLoader(eval_part, batch_size=cfg.batch_size, collate_fn=col, num_workers=cfg.num_workers,
                          pin_memory=pin)
     return train_dl, eval_dl
 
-def build_model(cfg:TrainConfig, tokenizer, manifest:dict, device, checkpoint:Path|None=None):
-    "The model of `cfg` (or of `checkpoint`), checked against the data's tokenizer and set up to train."
-    source = checkpoint or cfg.model
-    if source is None:
+def build_model(cfg:TrainConfig, tokenizer, manifest:dict, device, checkpoint:Path|None=None,
+                base_model=None):
+    "The model of `cfg` (or of `checkpoint`, or the object `base_model`), checked and set up to train."
+    lora = cfg.lora_r > 0  # a LoRA checkpoint holds the adapter alone: the base comes from cfg.model
+    source = cfg.model if lora else checkpoint or cfg.model
+    if source is None and base_model is not None: model = base_model
+    elif source is None:
         model = tiny_llama(len(tokenizer), cfg.tiny_layers, cfg.tiny_hidden, seed=cfg.seed,
                            attn_implementation=cfg.attn_implementation, bos_token_id=tokenizer.bos_token_id,
                            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     else:
-        dtype = torch.float32 if checkpoint else None  # a checkpoint holds fp32 master weights: keep them
+        dtype = torch.float32 if checkpoint and not lora else None  # a checkpoint's fp32 master weights
         try: model = load_model(source, device=device, dtype=dtype, attn_implementation=cfg.attn_implementation)
         except DataError: raise  # names the file and what is wrong with it already
         except Exception as e:  # safetensors, config, hub errors alike: name the source
             raise DataError(f'{source}: cannot load the model ({str(e).splitlines()[0][:200]})') from None
     check_tokenizer(tokenizer, manifest, model, source if source and Path(source).is_dir() else None)
     compiled = device.type == 'cuda' if cfg.compile is None else cfg.compile
+    if lora:  # adapters on the layers above n_freeze (nbs/16_lora.ipynb)
+        from alpaca_ft.lora import add_lora, load_adapter
+        model = add_lora(model.to(device), cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout,
+                         cfg.lora_target_modules.split(','), cfg.n_freeze, cfg.grad_checkpointing, compiled)
+        return load_adapter(model, checkpoint) if checkpoint else model
     model = setup_for_training(model.to(device), cfg.n_freeze, cfg.freeze_embed, cfg.grad_checkpointing,
                                compiled)
     if checkpoint and cfg.model:  # frozen weights back to the dtype a fresh run loads them in (bf16 on a GPU)
@@ -574,10 +601,10 @@ def resume(state:dict, folder:Path, opt, identity:dict, total:int) -> tuple[int,
     finished = (Path(folder).parent.parent/'final').is_dir()  # a run killed while saving final/ has none
     if step > total or (step == total and finished):
         raise ValueError(f'{folder}: the run is at step {step} already; give max_steps above {step} to go on')
-    if step == total: print(f'resuming at the last step ({step}): writing the final model')
+    if step == total: logger.info(f'resuming at the last step ({step}): writing the final model')
     if total != old_total:
-        print(f'resuming at step {step}: the schedule was {old_total} steps, now {total}: the cosine is '
-              f'recomputed over {total} steps ({warmup_steps} warmup steps, as before) from step {step}')
+        logger.info(f'resuming at step {step}: the schedule was {old_total} steps, now {total}: the cosine '
+                    f'is recomputed over {total} steps ({warmup_steps} warmup steps, as before) from step {step}')
     opt.load_state_dict(state['optimizer'])
     _set_rng_states(state['rng'])
     return step, warmup_steps
@@ -599,22 +626,27 @@ def start_tracking(cfg:TrainConfig, run_dir:Path, manifest:dict, dataset:dict):
 
 def finish(model, tokenizer, run_dir:Path, metrics:list[dict], run, info:dict, name:str):
     "Save the final model, the loss plot and the model artifact `{name}-model`; mark the run finished."
-    save = partial(_save_final, model=_unwrap(model), tokenizer=tokenizer)
+    from alpaca_ft.lora import is_lora
+    save = partial(_save_final, model=_unwrap(model), tokenizer=tokenizer, template=info.get('template'))
+    kind = {'weights': 'LoRA merged', 'adapter': 'adapter'} if is_lora(model) else {'weights': 'full'}
     atomic_dir(run_dir/'final', save, overwrite=True, marker=None)
     _loss_plot(metrics, run_dir/'loss.png')
     info['final'] = 'final'
     if run is not None:
         art = log_dir_artifact(run, run_dir/'final', artifact_name(f'{name}-model'), type='model',
-                               metadata={'step': metrics[-1]['step']} if metrics else None)
-        info['model_artifact'] = {**artifact_record(art, run), 'path': 'final',
+                               metadata={'step': metrics[-1]['step'] if metrics else None, **kind})
+        info['model_artifact'] = {**artifact_record(art, run), 'path': 'final', **kind,
                                   'wandb_dir': os.path.relpath(run.dir, run_dir)}
         run.finish()
     info['status'] = 'finished'
     write_run_info(run_dir, info)
 
-def _save_final(tmp:Path, model, tokenizer):
-    model.save_pretrained(tmp, safe_serialization=True)
+def _save_final(tmp:Path, model, tokenizer, template=None):
+    from alpaca_ft.lora import is_lora, save_merged
+    if is_lora(model): save_merged(model, tmp)  # a plain model folder, and the adapter in adapter/
+    else: model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
+    if template is not None: write_template(tmp, template)  # what generate_answer prompts with
 
 def _loss_plot(metrics:list[dict], path:Path):
     fig, ax = plt.subplots(figsize=(7, 3.5))
@@ -645,7 +677,7 @@ def sample_answers(model, tokenizer, rows:list[dict], template:str, cfg:TrainCon
     model.train()
 
 # %% ../nbs/12_train.ipynb #2e7d3a6a
-def fit(cfg:TrainConfig, run_dir:Path, on_step=None) -> dict:
+def fit(cfg:TrainConfig, run_dir:Path, on_step=None, base_model=None) -> dict:
     "The run itself, written to `run_dir`: build, resume, loop, finish; returns the last metrics line."
     rank, world, device = init_distributed()
     main, run_dir = rank == 0, Path(run_dir)
@@ -655,13 +687,16 @@ def fit(cfg:TrainConfig, run_dir:Path, on_step=None) -> dict:
     random.seed(cfg.seed)
     # build: data, model, optimizer, schedule
     manifest, train_ds, eval_ds = load_prepared(cfg.data_dir)
-    if Path(manifest['tokenizer']).is_absolute() and not Path(manifest['tokenizer']).is_dir():
+    tok_path = Path(cfg.data_dir)/manifest['tokenizer_dir'] if manifest.get('tokenizer_dir') else None
+    old = tok_path is None and Path(manifest['tokenizer']).is_absolute()  # before prepare copied it in
+    if old and not Path(manifest['tokenizer']).is_dir():
         raise DataError(f"{Path(cfg.data_dir)/'manifest.json'}: its tokenizer folder {manifest['tokenizer']} "
                         'no longer exists (moved or deleted since prepare)')
-    tok = load_tokenizer(manifest['tokenizer'])  # the data's tokenizer; checkpoints and final/ get a copy
+    tok = load_tokenizer(str(tok_path or manifest['tokenizer']))  # checkpoints and final/ get a copy
     folder, state = find_checkpoint(run_dir, set_aside=main) if cfg.resume else (None, None)
-    if cfg.resume and state is None and main: print(f'{run_dir}: no checkpoint to resume; starting at step 0')
-    model = build_model(cfg, tok, manifest, device, folder)
+    if cfg.resume and state is None and main:
+        logger.info(f'{run_dir}: no checkpoint to resume; starting at step 0')
+    model = build_model(cfg, tok, manifest, device, folder, base_model)
     context = getattr(model.config, 'max_position_embeddings', None)  # every length is checked against it
     if context and manifest['max_seq_len'] > context:
         raise DataError(f"{Path(cfg.data_dir)/'manifest.json'}: sequences of up to {manifest['max_seq_len']} "
@@ -671,6 +706,8 @@ def fit(cfg:TrainConfig, run_dir:Path, on_step=None) -> dict:
     steps_per_epoch = math.ceil(len(train_dl) / cfg.grad_accum)
     total = cfg.max_steps or cfg.epochs * steps_per_epoch
     opt, identity = build_optimizer(model, cfg, device), run_identity(cfg, manifest, world)
+    if base_model is not None and not cfg.model:  # a model object: named by its config
+        identity['model'] = f'{type(base_model).__name__}({base_model.config._name_or_path!r})'
     # resume: optimizer, random generators and the step from the newest readable checkpoint of this run
     step, warmup_steps = 0, int(cfg.warmup * total)
     if state is not None: step, warmup_steps = resume(state, folder, opt, identity, total)
@@ -685,6 +722,7 @@ def fit(cfg:TrainConfig, run_dir:Path, on_step=None) -> dict:
     metrics = read_jsonl(run_dir/'metrics.jsonl', torn_tail=True) if state else []
     metrics = [m for m in metrics if m['step'] <= step]  # what the checkpoint's run had logged
     info = {'made_by': 'alpaca_ft train', 'status': 'running', 'config': asdict(cfg), 'final': None,
+            'template': template,
             'data': {'dir': str(Path(cfg.data_dir).resolve()), 'fingerprint': manifest['fingerprint']},
             'dataset_artifact': _dataset_artifact(cfg.data_dir, manifest), 'model_artifact': None}
     # W&B starts before run.json is written: a run that cannot log leaves nothing behind (see train)
@@ -698,8 +736,9 @@ def fit(cfg:TrainConfig, run_dir:Path, on_step=None) -> dict:
         fig = lr_schedule_plot(cfg.lr, warmup_steps, total)
         fig.savefig(run_dir/'lr_schedule.png', dpi=80, metadata={'Software': None})
         plt.close('all')
-        print(f'model: {param_counts(_unwrap(model))}, {total} steps, device {device}, world {world}')
-    ckpt_run = {'identity': identity, 'total_steps': total, 'warmup_steps': warmup_steps}
+        logger.info(f'model: {param_counts(_unwrap(model))}, {total} steps, device {device}, world {world}')
+    ckpt_run = {'identity': identity, 'total_steps': total, 'warmup_steps': warmup_steps,
+                'template': template}
     if step == 0:  # the baseline
         metrics.append({'step': 0, 'epoch': 0.0, **evaluate(_unwrap(model), eval_dl, device, amp, impl)})
         if main: log_metrics(metrics[-1], run_dir, run)
@@ -729,6 +768,9 @@ def fit(cfg:TrainConfig, run_dir:Path, on_step=None) -> dict:
     bar.close()
     # finish
     if main and step == total: finish(model, tok, run_dir, metrics, run, info, Path(cfg.out).name)
+    elif main:  # stopped by on_step: run.json says so, and resume=True goes on from the last checkpoint
+        if run is not None: run.finish()
+        write_run_info(run_dir, {**info, 'status': 'stopped', 'step': step})
     if world > 1: dist.barrier()
     return metrics[-1]
 
@@ -740,28 +782,64 @@ def _stopped(run_dir:Path, aside:Path|None, e:BaseException):
             status = 'interrupted' if isinstance(e, KeyboardInterrupt) else 'failed'
             write_run_info(run_dir, {**info, 'status': status, 'replaced_run': aside and aside.name})
         if aside is not None and aside.is_dir():
-            logging.getLogger('alpaca_ft').warning(
-                f'{run_dir}: the new run stopped (--resume continues it); the run it replaces is kept in '
-                f'{aside} until it finishes')
+            logger.warning(f'{run_dir}: the new run stopped (--resume continues it); the run it replaces is '
+                           f'kept in {aside} until it finishes')
     elif aside is not None: _put_back(run_dir, aside)
     else:  # a new run that wrote no run.json: what it made (a W&B folder) goes
         for p in run_dir.iterdir():
             if p.name != '.lock': _remove(p)
 
-def train(cfg:TrainConfig, on_step=None) -> dict:
-    "Fine-tune a causal LM on a `prepare` output as `cfg` says; returns the last metrics line."
+@dataclass
+class FineTuneResult:
+    "What `fine_tune` returns: the last metrics line, the run folder, the final model's folder, the model."
+    metrics: dict      # the last metrics line (step, loss or eval_loss, ...)
+    out: Path          # the run folder: run.json, metrics.jsonl, checkpoints/, final/
+    final: Path|None   # the fine-tuned model's folder (with tokenizer and template); None if stopped early
+    model: object = field(default=None, repr=False)  # the model object passed in, trained in place
+
+def fine_tune(
+    config:TrainConfig|None=None,  # the run's settings; or give them as keywords (`data_dir=..., out=...`)
+    on_step=None,                  # called as `on_step(step, metrics)` after each step; True stops the run
+    model=None,                    # a transformers model object to fine-tune in place (else `config.model`)
+    **settings,                    # `TrainConfig` fields, applied over `config`
+) -> FineTuneResult:
+    "Fine-tune a causal LM on a `prepare_dataset` output; the caller's RNGs and progress bars are kept."
+    if config is None: config = TrainConfig(**settings)
+    elif not isinstance(config, TrainConfig):
+        raise TypeError(f'config must be a TrainConfig, got a {type(config).__name__}')
+    elif settings: config = dataclasses.replace(config, **settings)
+    if model is not None:
+        if not (isinstance(model, torch.nn.Module) and hasattr(model, 'config')):
+            raise TypeError(f'model must be a transformers model object, got a {type(model).__name__} '
+                            '(a hub id or folder goes in TrainConfig.model)')
+        if config.model is not None: raise ValueError('give model (an object) or config.model, not both')
+    cfg = config
     check_config(cfg)
     check_wandb(cfg.wandb, cfg.wandb_project)
-    check_run_dir(cfg)  # refused before the lock makes the folder
-    hf_logging.disable_progress_bar()  # no bars for saving shards; ours is enough
+    mode = check_run_dir(cfg)  # refused before the lock makes the folder
+    rng, was_training = _rng_states(), model.training if model is not None else None
+    try:
+        with hf_progress_bars(False), kept_environ(): metrics = _train(cfg, on_step, model, mode)
+    finally:  # fit seeds the global generators; the caller gets theirs back
+        _set_rng_states(rng)
+        if model is not None: model.train(was_training)
     out = normal_path(cfg.out)
-    if int(os.environ.get('RANK', 0)) != 0: return fit(cfg, out, on_step)  # rank 0 writes, under the lock
+    info = json.loads((out/RUN_MARKER).read_text('utf-8')) if (out/RUN_MARKER).is_file() else {}
+    done = info.get('status') == 'finished'
+    return FineTuneResult(metrics, out, out/'final' if done and (out/'final').is_dir() else None, model)
+
+def _train(cfg:TrainConfig, on_step, model, mode:str) -> dict:
+    out = normal_path(cfg.out)
+    if int(os.environ.get('RANK', 0)) != 0: return fit(cfg, out, on_step, model)  # rank 0 writes, locked
     with run_lock(out):  # every writer of a run folder holds it: new, resumed and replacing runs alike
         mode = check_run_dir(cfg)  # again: the folder is ours alone now
         aside = set_aside_run(out) if mode == 'replace' else None
-        try: last = fit(cfg, out, on_step)
+        try: last = fit(cfg, out, on_step, model)
         except BaseException as e:
             with signals_deferred(): _stopped(out, aside, e)  # a second Ctrl-C cannot cut the record short
             raise
         if _run_status(out) == 'finished' and (out/REPLACED).is_dir(): shutil.rmtree(out/REPLACED)
         return last
+
+train = fine_tune  # the command line's name for it
+

@@ -13,48 +13,74 @@ from .tokenization import html_tokens  # taught in 02_tokenization; here with th
 __all__ = ['length_histogram', 'padding_share', 'packing_table', 'packing_plot']
 
 # %% ../nbs/06_viz.ipynb #e374f94a
-def length_histogram(lengths:list[int], max_seq_len:int|None=None, bins:int=40):
+def length_histogram(
+    lengths: list[int], max_seq_len: int | None = None, bins: int = 40
+):
     "Histogram of example lengths in tokens, with `max_seq_len` marked."
     fig, ax = plt.subplots(figsize=(7, 3))
     ax.hist(lengths, bins=bins, color='tab:blue')
     if max_seq_len:
-        ax.axvline(max_seq_len, color='tab:red', ls='--', label=f'max_seq_len = {max_seq_len}')
+        ax.axvline(
+            max_seq_len,
+            color='tab:red',
+            ls='--',
+            label=f'max_seq_len = {max_seq_len}',
+        )
         ax.legend()
     median = sorted(lengths)[len(lengths) // 2]
-    ax.set(xlabel='tokens per example', ylabel='examples',
-           title=f'{len(lengths)} examples, median {median} tokens')
+    ax.set(
+        xlabel='tokens per example',
+        ylabel='examples',
+        title=f'{len(lengths)} examples, median {median} tokens',
+    )
     fig.tight_layout()
     return fig
 
 # %% ../nbs/06_viz.ipynb #e11baf1c
-def padding_share(lengths:list[int], batch_size:int=16) -> float:
-    "Share of padding when consecutive sequences are batched by `batch_size` and padded to the longest."
+def padding_share(lengths: list[int], batch_size: int = 16) -> float:
+    ("Share of padding when consecutive sequences are batched by `batch_size` and "
+     "padded to the longest.")
     pad = total = 0
     for i in range(0, len(lengths), batch_size):
-        b = lengths[i:i + batch_size]
+        b = lengths[i : i + batch_size]
         pad += max(b) * len(b) - sum(b)
         total += max(b) * len(b)
     return pad / total if total else 0.0
 
-def packing_table(examples:dict, max_seq_len:int, batch_size:int=16) -> pd.DataFrame:
+
+def packing_table(
+    examples: dict, max_seq_len: int, batch_size: int = 16
+) -> pd.DataFrame:
     "Sequences, fill and padding share of `examples` under each packing strategy."
     out = {}
     for s in PACKERS:
         p = pack(examples, max_seq_len, s)
         share = padding_share(pack_lengths(p).tolist(), batch_size)
         out[s] = {**pack_stats(p, max_seq_len), 'padding_share': round(share, 4)}
-    return pd.DataFrame.from_dict(out, orient='index')  # one row per strategy, ints stay ints
+    # one row per strategy, ints stay ints
+    return pd.DataFrame.from_dict(out, orient='index')
 
-def packing_plot(lengths:list[int], max_seq_len:int, batch_size:int=16):
-    "Fill per sequence (sorted) under each strategy, and padded batches' padding share."
+
+def packing_plot(lengths: list[int], max_seq_len: int, batch_size: int = 16):
+    ("Fill per sequence (sorted) under each strategy, and padded batches' padding "
+     "share.")
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.2))
     shares = {}
     for s, lens in packed_lengths(lengths, max_seq_len).items():
-        shares[s] = padding_share(lens, batch_size)  # in stored order, as unsorted batches see them
+        # in stored order, as unsorted batches see them
+        shares[s] = padding_share(lens, batch_size)
         a.plot([l / max_seq_len for l in sorted(lens, reverse=True)], label=s)
-    a.set(xlabel='sequence (sorted)', ylabel='fill', title=f'fill per sequence, max_seq_len={max_seq_len}')
+    a.set(
+        xlabel='sequence (sorted)',
+        ylabel='fill',
+        title=f'fill per sequence, max_seq_len={max_seq_len}',
+    )
     a.legend()
-    b.bar(list(shares), list(shares.values()), color=['tab:blue', 'tab:orange', 'tab:green'])
+    b.bar(
+        list(shares),
+        list(shares.values()),
+        color=['tab:blue', 'tab:orange', 'tab:green'],
+    )
     b.set(ylabel='padding share', title=f'padding in batches of {batch_size}')
     fig.tight_layout()
     return fig

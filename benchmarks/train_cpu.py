@@ -55,7 +55,7 @@ def collator_for_trainer(pad_id:int):
     from alpaca_ft.batching import collate
     def f(rows):
         b = collate(rows, pad_id=pad_id)
-        b.pop('num_tokens')
+        b.pop('num_tokens', None)
         return b
     return f
 

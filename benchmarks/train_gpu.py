@@ -15,6 +15,16 @@ weights, with a fresh AdamW, on the same batches:
   causal         off                               layers   sdpa, plain causal (2-D all-ones mask, positions
                                                             0..s-1): packed examples see each other; the
                                                             article's way, WRONG, a speed reference only
+  lora_all       off                               layers   sdpa, dense 4-D block mask; LoRA (--lora-r 64,
+                                                            alpha 16, dropout 0.1, q,k,v,o_proj) on all 32
+                                                            layers, base frozen in bf16 (`train --lora-r 64
+                                                            --n-freeze 0`)
+  lora_top8      off                               layers   the same with adapters on the top 8 layers only,
+                                                            24 frozen without adapters (`--n-freeze 24`)
+
+The LoRA configurations are set up by `alpaca_ft.lora.add_lora` (the call `build_model` makes for
+`train --lora-r`; they need `peft`: without it they are skipped with a note) and taken off again after
+(`unload`), so they run last by default.
 
 The default `alpaca_ft train` picks on a CUDA device: sdpa, compiled layers, checkpointing as the user sets it
 (off unless --grad-checkpointing): `compiled` (`compiled_ckpt` with --default-ckpt). On a CPU (--smoke) it
@@ -39,7 +49,7 @@ MmBackward0 nodes (`alpaca_ft.model.count_layer_passes`).
 
 MFU, by the model+attn formula: FLOPs per token = 2*(sum_i N_i + N_head) forward through every layer and the
 head + 2*(sum_{i in B} N_i + N_head) backward for activation gradients + 2*(sum_{i trainable} N_i + N_head)
-backward for weight gradients + attention: 4*s*d per layer forward and 8*s*d per layer in B backward. N_i:
+backward for weight gradients (LoRA: only the adapters' parameters train) + attention: 4*s*d per layer forward and 8*s*d per layer in B backward. N_i:
 parameters of decoder layer i; B: the layers backward must run through (`backward_layers`: 24-31 here); s: row
 length; d: hidden size; the embedding lookup counts 0. 21.02 GFLOP/token at the 7B shape, s = 1,024, n_freeze
 24. MFU = FLOPs/token * tokens/s / peak dense bf16 FLOP/s. Every configuration is credited the same useful
@@ -72,7 +82,10 @@ CONFIGS = {
     'compiled_ckpt': (True, True, 'sdpa', 'block'),
     'flex': (False, True, 'flex_attention', 'block'),
     'causal': (False, True, 'sdpa', 'causal'),
+    'lora_all': (False, True, 'sdpa', 'block'),
+    'lora_top8': (False, True, 'sdpa', 'block'),
 }
+LORA_N_FREEZE = {'lora_all': 0, 'lora_top8': None}  # None: --n-freeze (24; 2 with --smoke)
 SMOKE = 'shipped,ckpt_fixed,ckpt_off'  # compiling on a CPU takes 10-40 s a configuration: name them to run
 
 
@@ -126,13 +139,14 @@ def flops_per_token(model, seq_len:int) -> dict:
     from alpaca_ft.model import backward_layers
     layers, d = model.model.layers, model.config.hidden_size
     n_layer = [sum(p.numel() for p in l.parameters()) for l in layers]
-    trainable = [any(p.requires_grad for p in l.parameters()) for l in layers]
+    n_train = [sum(p.numel() for p in l.parameters() if p.requires_grad) for l in layers]  # LoRA: adapters
+    trainable = [n > 0 for n in n_train]
     head = model.get_output_embeddings().weight
     n_head = head.numel()
     in_b = set(backward_layers(model))
     fwd = 2 * (sum(n_layer) + n_head)
     bwd_act = 2 * (sum(n_layer[i] for i in in_b) + n_head)
-    bwd_w = 2 * (sum(n for n, t in zip(n_layer, trainable) if t) + (n_head if head.requires_grad else 0))
+    bwd_w = 2 * (sum(n_train) + (n_head if head.requires_grad else 0))
     attn = 4 * seq_len * d * len(layers) + 8 * seq_len * d * len(in_b)
     return {'model': fwd + bwd_act + bwd_w, 'model+attn': fwd + bwd_act + bwd_w + attn,
             '6N': 6 * sum(p.numel() for p in model.parameters()),
@@ -173,6 +187,15 @@ def causal_step(model, micro, opt, sched, device, amp):
     return total / n_label
 
 
+def add_lora_to(model, a, name, ckpt, dtype):
+    "Configuration `name`'s adapters on `model` (its initial weights, all in `dtype`), as train adds them."
+    from alpaca_ft.lora import add_lora
+    for p in model.parameters(): p.data = p.data.to(dtype)  # frozen weights stay as loaded (bf16 on a GPU)
+    n_freeze = a.n_freeze if LORA_N_FREEZE[name] is None else LORA_N_FREEZE[name]
+    return add_lora(model, a.lora_r, a.lora_alpha, 0.1, ('q_proj', 'k_proj', 'v_proj', 'o_proj'), n_freeze,
+                    grad_checkpointing=ckpt is True)
+
+
 def run_config(name, model, a, pool, init, device, flops, peak):
     "Set `model` up as configuration `name`, as train does; run warmup + timed steps; returns the result row."
     import torch
@@ -180,9 +203,13 @@ def run_config(name, model, a, pool, init, device, flops, peak):
     from alpaca_ft.model import count_layer_passes, setup_for_training
     from alpaca_ft.train import TrainConfig, autocast_dtype, build_optimizer, build_scheduler, train_step
     ckpt, compiled, impl, mask = CONFIGS[name]
+    lora = name in LORA_N_FREEZE
     cfg = TrainConfig('synthetic', '-', batch_size=a.batch_size, grad_accum=a.grad_accum, lr=a.lr,
                       grad_clip=1.0, n_freeze=a.n_freeze, grad_checkpointing=ckpt is True, compile=compiled,
                       attn_implementation=impl)
+    if lora:
+        try: import peft  # noqa: F401
+        except ImportError: return {'config': name, 'skipped': 'peft is not installed (pip install peft)'}
     amp = autocast_dtype(cfg.precision, device)
     torch._dynamo.reset()
     for layer in model.model.layers: layer._compiled_call_impl = None  # undo the last configuration's compile
@@ -194,6 +221,12 @@ def run_config(name, model, a, pool, init, device, flops, peak):
         else: model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
     with torch.no_grad():
         for p, p0 in zip([p for p in model.parameters() if p.requires_grad], init): p.copy_(p0)
+    base = model
+    if lora:  # the model train steps is the PEFT wrapper; the probe and FLOPs look at the base inside it
+        frozen = next(p for p in base.parameters() if not p.requires_grad).dtype
+        model = add_lora_to(base, a, name, ckpt, frozen)
+        base = model.get_base_model()
+        flops = flops_per_token(base, a.seq_len)
     ids, pos = pool[0][0]['input_ids'][:1].to(device), pool[0][0]['position_ids'][:1].to(device)
     probe = {'input_ids': ids}
     if mask != 'causal':
@@ -201,9 +234,11 @@ def run_config(name, model, a, pool, init, device, flops, peak):
     passes = None
     if impl != 'flex_attention' or device.type == 'cuda':  # flex has no CPU backward
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            passes = count_layer_passes(model, **probe, labels=ids)
+            passes = count_layer_passes(base, **probe, labels=ids)
     model.zero_grad(set_to_none=True)
-    if compiled:  # the same call as train's build_model, now compiling each layer
+    if compiled and lora:
+        for layer in base.model.layers: layer.compile()  # what add_lora(compile=True) does
+    elif compiled:  # the same call as train's build_model, now compiling each layer
         setup_for_training(model, cfg.n_freeze, cfg.freeze_embed, cfg.grad_checkpointing, compiled)
     opt = build_optimizer(model, cfg, device)
     sched = build_scheduler(opt, 1, a.warmup_steps + a.steps)
@@ -228,6 +263,9 @@ def run_config(name, model, a, pool, init, device, flops, peak):
     dt = time.perf_counter() - t0
     tok_s = a.steps * a.grad_accum * a.batch_size * a.seq_len / dt
     row = {'config': name, 'checkpointing': ckpt, 'compile': compiled, 'attn': impl, 'mask': mask,
+           'lora_layers': sum(any(p.requires_grad for p in l.parameters()) for l in base.model.layers)
+                          if lora else None,
+           'n_trainable': flops['n_trainable'], 'gflop_per_token': round(flops['model+attn'] / 1e9, 3),
            'tokens_per_s': round(tok_s, 1), 's_per_step': round(dt / a.steps, 4),
            'mfu': round(flops['model+attn'] * tok_s / (peak * 1e12), 4) if peak else None,
            'peak_mem_gib': round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == 'cuda'
@@ -239,6 +277,9 @@ def run_config(name, model, a, pool, init, device, flops, peak):
                    layers_recomputed=sum(n > 1 for n in passes['forward']), mm_backward=passes['MmBackward0'])
     del opt, sched
     model.zero_grad(set_to_none=True)
+    if lora:
+        for layer in base.model.layers: layer._compiled_call_impl = None
+        model.unload()  # the plain layers back, for the configurations after this one
     gc.collect()
     if device.type == 'cuda': torch.cuda.empty_cache()
     return row
@@ -255,15 +296,18 @@ def write_json(path, obj):
 def table(rows, default) -> list[str]:
     base = next((r for r in rows if r['config'] == default), None)
     ref = next((r['losses'] for r in rows if r['config'] == 'ckpt_off'), None)
-    out = [f'{"configuration":<15}{"tokens/s":>10}{"MFU":>8}{"peak GiB":>10}{"x default":>10}'
+    out = [f'{"configuration":<15}{"trainable":>10}{"tokens/s":>10}{"MFU":>8}{"peak GiB":>10}'
+           f'{"x default":>10}'
            f'{"compile s":>10}{"bwd layers":>11}{"recomputed":>11}{"MmBwd":>7}{"dloss":>9}'
            '  losses (first .. last)']
     def dloss(r):  # largest |loss difference| to ckpt_off over all steps (same weights, same batches)
-        return f'{max(abs(x - y) for x, y in zip(r["losses"], ref)):.1e}' if ref else '-'
+        if not ref or r.get('lora_layers') is not None: return '-'  # LoRA trains other weights
+        return f'{max(abs(x - y) for x, y in zip(r["losses"], ref)):.1e}'
     for r in rows:
         ratio = f'{r["tokens_per_s"] / base["tokens_per_s"]:.2f}' if base else 'n/a'
         fmt = lambda k, f: (f.format(r[k]) if r.get(k) is not None else '-')
-        out.append(f'{r["config"]:<15}{r["tokens_per_s"]:>10,.0f}{fmt("mfu", "{:.1%}"):>8}'
+        out.append(f'{r["config"]:<15}{r["n_trainable"] / 1e6:>9,.1f}M{r["tokens_per_s"]:>10,.0f}'
+                   f'{fmt("mfu", "{:.1%}"):>8}'
                    f'{fmt("peak_mem_gib", "{:.1f}"):>10}{ratio:>10}{fmt("compile_s", "{:.1f}"):>10}'
                    f'{fmt("layers_backward", "{}"):>11}{fmt("layers_recomputed", "{}"):>11}'
                    f'{fmt("mm_backward", "{}"):>7}{dloss(r):>9}  '
@@ -284,6 +328,8 @@ def main(argv=None) -> int:
     ap.add_argument('--steps', type=int, default=10, help='timed optimizer steps per configuration')
     ap.add_argument('--warmup-steps', type=int, default=3, help='untimed steps first (compile, allocator)')
     ap.add_argument('--n-freeze', type=int, default=24, help='first decoder layers frozen (and embeddings)')
+    ap.add_argument('--lora-r', type=int, default=64, help='LoRA rank of the lora_* configurations')
+    ap.add_argument('--lora-alpha', type=float, default=16.0, help='LoRA alpha of the lora_* configurations')
     ap.add_argument('--min-example', type=int, default=64, help='shortest synthetic example (tokens)')
     ap.add_argument('--max-example', type=int, default=512, help='longest synthetic example (tokens)')
     ap.add_argument('--prompt-share', type=float, default=0.4, help='share of each example out of the labels')
@@ -338,8 +384,10 @@ def main(argv=None) -> int:
         if device.type == 'cpu' and CONFIGS[name][2] == 'flex_attention':
             print(json.dumps({'config': name, 'skipped': 'flex_attention: no backward on CPU'}), flush=True)
             continue
-        rows.append(run_config(name, model, a, pool, init, device, f, peak))
-        print(json.dumps(rows[-1]), flush=True)
+        row = run_config(name, model, a, pool, init, device, f, peak)
+        print(json.dumps(row), flush=True)
+        if 'skipped' in row: continue
+        rows.append(row)
         if a.out: write_json(a.out, {**head, 'results': rows})
     print(f'\n{gpu}; {f["n_total"]:,} params, {f["n_trainable"]:,} train (fp32) in {f["layers_trainable"]} '
           f'layers + norm + head; {head["batch"]}; MFU by model+attn FLOPs '
@@ -359,6 +407,10 @@ def main(argv=None) -> int:
         for n in ('ckpt_fixed', 'compiled_ckpt'):
             if n in by: assert by[n]['layers_backward'] == 2 and by[n]['layers_recomputed'] == 2, by[n]
         if 'ckpt_off' in by: assert by['ckpt_off']['layers_recomputed'] == 0
+        for n, layers in (('lora_all', 4), ('lora_top8', 2)):  # adapters: r * (64 + 64) per q, k, v, o
+            if n in by:
+                assert by[n]['layers_backward'] == by[n]['lora_layers'] == layers, by[n]
+                assert by[n]['n_trainable'] == layers * 4 * a.lora_r * 128, by[n]
         same = [by[n]['losses'] for n in ('ckpt_fixed', 'ckpt_off', 'compiled', 'compiled_ckpt') if n in by]
         for l in same[1:]: assert max(abs(x - y) for x, y in zip(l, same[0])) < 1e-3, same
         meta = setup_for_training(build_model(llama2_7b_config(), 'meta', torch.bfloat16), 24)
@@ -366,6 +418,17 @@ def main(argv=None) -> int:
         assert f7['n_total'] == 6_738_415_616 and f7['n_trainable'] == 1_750_142_976, f7
         print(f'7B shape on the meta device: {f7["n_total"]:,} params, {f7["n_trainable"]:,} trainable with '
               f'n_freeze 24; model+attn {f7["model+attn"] / 1e9:.2f} GFLOP/token at s=1024 (as on the GPU)')
+        try: import peft  # noqa: F401
+        except ImportError: peft = None
+        if peft is not None:  # the LoRA configurations at the 7B shape, r 64 on q, k, v, o_proj
+            from alpaca_ft.lora import add_lora
+            for n, nf, want in (('lora_all', 0, 67_108_864), ('lora_top8', 24, 16_777_216)):
+                meta7b = build_model(llama2_7b_config(), 'meta', torch.bfloat16)
+                pm = add_lora(meta7b, 64, 16.0, 0.1, n_freeze=nf)
+                fl = flops_per_token(pm.get_base_model(), 1024)
+                assert fl['n_trainable'] == want and fl['layers_backward'] == 32 - nf, fl
+                print(f'7B shape, {n}: {fl["n_trainable"]:,} adapter params train, backward through '
+                      f'{fl["layers_backward"]} layers; model+attn {fl["model+attn"] / 1e9:.2f} GFLOP/token')
         # the 7B layer structure (32 layers, 24 frozen) at toy width: MmBackward0 nodes, shipped path vs fixed
         from alpaca_ft.model import count_layer_passes, tiny_llama
         x = torch.randint(3, 1024, (1, 32))

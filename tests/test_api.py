@@ -5,7 +5,7 @@ Every model is a 2-layer Llama built from transformers' `LlamaConfig` on CPU; ev
 the bundled sample with the bundled tokenizer (packs of at most 256 tokens, so most hold several examples).
 """
 from __future__ import annotations
-import contextlib, io, json, os, pkgutil, subprocess, sys, types
+import contextlib, io, json, os, pkgutil, shutil, subprocess, sys, types
 from pathlib import Path
 
 import pytest
@@ -42,9 +42,9 @@ def test_every_name_resolves_and_none_is_a_module():
 def test_names_survive_importing_their_modules():
     "After `import alpaca_ft.prepare` / `.train`, the top-level functions are still functions (no shadowing)."
     import alpaca_ft.prepare, alpaca_ft.train, alpaca_ft.demo, alpaca_ft.generate  # noqa: F401
-    assert alpaca_ft.prepare_dataset is alpaca_ft.prepare.prepare
-    assert alpaca_ft.fine_tune is alpaca_ft.train.train
-    assert alpaca_ft.run_demo is alpaca_ft.demo.demo
+    assert alpaca_ft.prepare_dataset is alpaca_ft.prepare.prepare_dataset
+    assert alpaca_ft.fine_tune is alpaca_ft.train.fine_tune
+    assert alpaca_ft.run_demo is alpaca_ft.demo.run_demo
     assert alpaca_ft.generate_answer is alpaca_ft.generate.generate_answer
     assert alpaca_ft.collate is alpaca_ft.batching.collate
     assert isinstance(alpaca_ft.prepare, types.ModuleType)
@@ -232,3 +232,254 @@ def test_pad_equal_to_eos_keeps_rows_whole():
                  {'input_ids': [1, 7, eos], 'labels': [-100, 7, eos]}], pad_id=eos)
     assert b['position_ids'].tolist() == [[0, 1, 2, 3], [0, 1, 2, 0]]
     assert b['attention_mask'].tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]]  # not split into examples at the EOS
+
+
+# ---------------------------------------------------------------- issue 15: no silent wrongs
+
+def shared(rel:str) -> Path:
+    "A file of the shared reference material, or a skip saying where it was looked for."
+    root = Path(os.environ.get('ALPACA_FT_SHARED', REPO.parent/'shared'))
+    if not (root/rel).exists(): pytest.skip(f'{root/rel} not found (set ALPACA_FT_SHARED to the shared/ folder)')
+    return root/rel
+
+
+def trained_text(out:dict, i:int, tok) -> str:
+    return tok.decode([t for t, l in zip(out['input_ids'][i], out['labels'][i]) if l != -100])
+
+
+def test_first_answer_token_is_trained_when_the_prompt_ends_in_a_space():
+    "'A: ' + 'Four.': the token holding ' Four' straddles the boundary; it is the answer's, and trained."
+    tok = alpaca_ft.load_tokenizer()
+    out = alpaca_ft.tokenize_examples(['Q: What is 2+2?\nA: '], ['Four.'], tok)
+    assert trained_text(out, 0, tok).strip() == 'Four.' + tok.eos_token
+
+
+def test_first_answer_token_is_trained_with_llama_on_real_rows():
+    "Llama 2, an 'Answer: ' template, the 1,000 Alpaca-GPT4 rows: every row trains its whole answer."
+    tok = alpaca_ft.load_tokenizer(str(shared('assets/llama-2-tokenizer')))
+    rows = alpaca_ft.load_rows(shared('data/alpaca_gpt4_sample1k.jsonl'))
+    prompts = [alpaca_ft.render(r, 'Instruction: {instruction}\nAnswer: ')[0] for r in rows]
+    out = alpaca_ft.tokenize_examples(prompts, [r['output'] for r in rows], tok)
+    cut = [i for i, r in enumerate(rows) if trained_text(out, i, tok).strip() != r['output'].strip() + '</s>']
+    assert cut == [], f'{len(cut)} of {len(rows)} rows lose the start of their answer, e.g. row {cut[:1]}'
+
+
+def test_a_template_ending_in_a_space_is_warned_about(caplog):
+    from alpaca_ft.prompts import warn_trailing_space
+    with caplog.at_level('WARNING', logger='alpaca_ft'):
+        assert warn_trailing_space(['Q: a\nA: ', 'Q: b\nA:']) == 1
+    assert 'end in a space' in caplog.text and 'inference' in caplog.text
+    caplog.clear()
+    with caplog.at_level('WARNING', logger='alpaca_ft'): warn_trailing_space(['Q: a\nA:', 'x\n'])
+    assert caplog.text == ''
+
+
+QA = 'Q: {instruction}\nA:'
+
+
+@pytest.fixture(scope='module')
+def qa_run(tmp_path_factory):
+    "A tiny run on data prepared with the template `QA` (rows in memory): the run folder."
+    tmp = tmp_path_factory.mktemp('qa')
+    rows = alpaca_ft.load_rows(alpaca_ft.data.SAMPLE_DATA)
+    alpaca_ft.prepare_dataset(rows, out=tmp/'data', template=QA, max_seq_len=256, progress=False)
+    result = alpaca_ft.fine_tune(data_dir=str(tmp/'data'), out=str(tmp/'run'), max_steps=2, batch_size=4,
+                                 grad_accum=1, n_eval_samples=2, max_new_tokens=2, progress=False)
+    return result
+
+
+def echo_prompts(monkeypatch) -> list:
+    "Make generation return its prompts (and record them), so a test sees what the model would be asked."
+    import alpaca_ft.generate as gen
+    asked = []
+    def fake(model, tok, prompts, max_new_tokens=256, *a, **kw):
+        asked.extend(prompts)
+        return list(prompts)
+    monkeypatch.setattr(gen, 'generate', fake)
+    return asked
+
+
+def test_the_template_is_recorded_and_generation_uses_it(qa_run, monkeypatch, capsys):
+    "Trained on 'Q: ...\\nA:', the model is asked 'Q: ...\\nA:', by the function and the command, not Alpaca's."
+    from alpaca_ft.cli import main
+    assert qa_run.final is not None and qa_run.final.is_dir()
+    assert json.loads((qa_run.out/'run.json').read_text())['template'] == QA
+    preds = [json.loads(l) for l in (qa_run.out/'eval_predictions.jsonl').read_text().splitlines()]
+    assert all(p['prompt'].startswith('Q: ') and p['prompt'].endswith('\nA:') for p in preds)
+    asked = echo_prompts(monkeypatch)
+    alpaca_ft.generate_answer(qa_run.final, 'What is 2+2?', max_new_tokens=2)
+    assert main(['generate', str(qa_run.final), '--instruction', 'What is 2+2?', '--max-new-tokens', '2']) == 0
+    assert asked == ['Q: What is 2+2?\nA:'] * 2
+    ckpt = sorted((qa_run.out/'checkpoints').iterdir())[-1]
+    alpaca_ft.generate_answer(ckpt, 'Hi', max_new_tokens=2)  # a checkpoint records it too
+    assert asked[-1] == 'Q: Hi\nA:'
+
+
+def test_a_blank_instruction_is_refused(qa_run, capsys):
+    from alpaca_ft.cli import main
+    with pytest.raises(ValueError, match='instruction must be a non-blank string'):
+        alpaca_ft.generate_answer(qa_run.final, ' \n ')
+    assert main(['generate', str(qa_run.final), '--instruction', '   ']) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'instruction' in err[0] and 'Traceback' not in err[0], err
+
+
+# ---------------------------------------------------------------- checked inputs of the building blocks
+
+@pytest.mark.parametrize('call, error, words', [
+    (lambda tok: alpaca_ft.tokenize_examples('What is 2+2?', 'Four', tok), TypeError, 'prompts must be a list'),
+    (lambda tok: alpaca_ft.tokenize_examples(['a', 'b'], ['c'], tok), ValueError, '2 prompts, 1 responses'),
+    (lambda tok: alpaca_ft.pad_batch([], 0), ValueError, 'batch is empty'),
+    (lambda tok: alpaca_ft.pack({'input_ids': [[1, 2, 3]]}, 16), ValueError, 'missing labels'),
+    (lambda tok: alpaca_ft.pack({'input_ids': [[1] * 20], 'labels': [[1] * 20]}, 16), ValueError, 'limit_length'),
+    (lambda tok: alpaca_ft.attention_mask_for(torch.tensor([0, 1, 0])), ValueError, 'must be a 2-D tensor'),
+    (lambda tok: alpaca_ft.TrainConfig('d', 'o', lr=-1), ValueError, 'lr must be'),
+    (lambda tok: alpaca_ft.render({'instruction': 'a', 'output': 'b'}, 'Q: {question}'), ValueError, 'instruction'),
+    (lambda tok: alpaca_ft.prepare_dataset(out='x', tokenizer=123), TypeError, 'tokenizer must be'),
+    (lambda tok: alpaca_ft.prepare_dataset(42, out='x'), TypeError, 'data must be'),
+    (lambda tok: alpaca_ft.fine_tune(alpaca_ft.TrainConfig('d', 'o'), model='llama'), TypeError, 'model must be'),
+])
+def test_bad_inputs_get_a_clear_error_naming_the_argument(call, error, words):
+    with pytest.raises(error, match=words): call(alpaca_ft.load_tokenizer())
+
+
+def test_the_pieces_compose():
+    "tokenize_examples -> collate; pack -> unpack -> pack; limit_length is public; num_tokens is opt-in."
+    tok = alpaca_ft.load_tokenizer()
+    ex = alpaca_ft.tokenize_examples(['Q: a\nA:', 'Q: bb\nA:'], [' yes', ' no'], tok)
+    batch = alpaca_ft.collate(ex, tok.pad_token_id)
+    assert batch['input_ids'].shape[0] == 2 and 'num_tokens' not in batch
+    packs = alpaca_ft.pack(ex, 64)
+    again = alpaca_ft.pack(alpaca_ft.unpack(packs), 64)
+    assert sorted(map(tuple, again['input_ids'])) == sorted(map(tuple, packs['input_ids']))
+    cut, n_truncated, _ = alpaca_ft.limit_length(ex, 4)
+    assert n_truncated == 2 and max(map(len, cut['input_ids'])) == 4
+
+
+# ---------------------------------------------------------------- your rows, your template, your objects
+
+def sample_fingerprint(tmp, **kw) -> str:
+    return alpaca_ft.prepare_dataset(out=tmp, max_seq_len=256, progress=False, **kw)['fingerprint']
+
+
+def test_rows_in_memory_and_a_tokenizer_object_give_the_same_data(tmp_path):
+    "A list of dicts, a DataFrame, a datasets.Dataset, a tokenizer object: the very splits the file gives."
+    import datasets, pandas as pd
+    from alpaca_ft.data import SAMPLE_DATA
+    rows = alpaca_ft.load_rows(SAMPLE_DATA)
+    want = sample_fingerprint(tmp_path/'file')
+    df = pd.DataFrame(rows)
+    df.loc[0, 'input'] = None  # a DataFrame's missing value is an empty input
+    assert rows[0]['input'] == ''
+    for name, data in (('list', rows), ('df', df), ('ds', datasets.Dataset.from_list(rows))):
+        assert sample_fingerprint(tmp_path/name, data=data) == want, name
+    tok = alpaca_ft.load_tokenizer()
+    tok.pad_token, side = None, tok.padding_side
+    assert sample_fingerprint(tmp_path/'tok', tokenizer=tok) == want
+    assert tok.pad_token is None and tok.padding_side == side  # the caller's object is left alone
+
+
+def qa_function(row:dict) -> str:
+    "A template function, at module level so that it can be recorded by name."
+    return f"Q: {row['instruction']}\nA:"
+
+
+def test_a_template_function_is_recorded_by_name_and_a_lambda_refused(tmp_path):
+    rows = [{'instruction': f'What is {i}+{i}?', 'output': f' {2 * i}'} for i in range(40)]
+    m = alpaca_ft.prepare_dataset(rows, out=tmp_path/'f', template=qa_function, max_seq_len=64, progress=False)
+    assert m['template'] == f'function:{__name__}:qa_function'
+    m2 = alpaca_ft.prepare_dataset(rows, out=tmp_path/'s', template=QA, max_seq_len=64, progress=False)
+    assert m2['fingerprint'] == m['fingerprint']  # the same prompts
+    with pytest.raises(ValueError, match='top level of a module'):
+        alpaca_ft.prepare_dataset(rows, out=tmp_path/'l', template=lambda r: 'x', progress=False)
+    assert not (tmp_path/'l').exists()
+
+
+def test_fine_tune_takes_a_model_object_and_returns_what_comes_next(qa_run, tmp_path):
+    model = alpaca_ft.tiny_llama(1024, pad_token_id=2, bos_token_id=0, eos_token_id=1).eval()
+    before = [p.detach().clone() for p in model.parameters()]
+    data = tmp_path/'data'
+    shutil.copytree(qa_run.out.parent/'data', data)
+    r = alpaca_ft.fine_tune(data_dir=str(data), out=str(tmp_path/'run'), model=model, max_steps=2, batch_size=4,
+                            n_freeze=0, n_eval_samples=0, progress=False)
+    assert isinstance(r, alpaca_ft.FineTuneResult) and r.model is model and r.final == tmp_path/'run'/'final'
+    assert not model.training  # the caller's mode is kept
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters())), 'trained in place'
+    assert 'eval_loss' in r.metrics
+
+
+def test_a_prepared_folder_moves_with_its_tokenizer(tmp_path):
+    "Prepared with a tokenizer folder that is then deleted, the folder moved elsewhere: it still trains."
+    from alpaca_ft.tokenization import tiny_tokenizer_path
+    shutil.copytree(tiny_tokenizer_path(), tmp_path/'tok')
+    alpaca_ft.prepare_dataset(out=tmp_path/'a'/'data', tokenizer=str(tmp_path/'tok'), max_seq_len=256,
+                              progress=False)
+    shutil.rmtree(tmp_path/'tok')
+    shutil.move(tmp_path/'a'/'data', tmp_path/'moved')
+    r = alpaca_ft.fine_tune(data_dir=str(tmp_path/'moved'), out=str(tmp_path/'run'), max_steps=1, batch_size=4,
+                            n_eval_samples=0, progress=False)
+    assert r.final is not None
+
+
+def test_a_run_stopped_through_on_step_says_so(qa_run, tmp_path):
+    data = qa_run.out.parent/'data'
+    r = alpaca_ft.fine_tune(data_dir=str(data), out=str(tmp_path/'run'), max_steps=4, batch_size=4, save_every=1,
+                            n_eval_samples=0, progress=False, on_step=lambda step, m: step == 2)
+    info = json.loads((tmp_path/'run'/'run.json').read_text())
+    assert info['status'] == 'stopped' and info['step'] == 2 and r.final is None
+
+
+# ---------------------------------------------------------------- no side effects on the caller
+
+def process_state(cwd:Path) -> dict:
+    "What a library call must leave as it found it."
+    import logging, random, datasets, numpy as np
+    from transformers.utils import logging as hf_logging
+    return {'env': dict(os.environ), 'cwd': os.getcwd(), 'cwd_files': sorted(p.name for p in cwd.iterdir()),
+            'torch_rng': torch.get_rng_state().tolist(), 'random': random.getstate(),
+            'numpy': np.random.get_state()[1].tolist(), 'hf_bars': hf_logging.is_progress_bar_enabled(),
+            'datasets_bars': datasets.is_progress_bar_enabled(), 'grad': torch.is_grad_enabled(),
+            'levels': {n: logging.getLogger(n).level for n in ('', 'alpaca_ft', 'transformers', 'datasets')},
+            'handlers': {n: len(logging.getLogger(n).handlers) for n in ('', 'alpaca_ft')}}
+
+
+def test_public_functions_leave_the_process_as_they_found_it(qa_run, tmp_path, monkeypatch, capfd):
+    "Each call, in an empty working folder: environment, RNGs, bars, logging, cwd and model mode unchanged."
+    work = tmp_path/'work'
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv('ALPACA_FT_CACHE', str(tmp_path/'cache'))  # W&B's files, when asked for, go there
+    monkeypatch.delenv('WANDB_DIR', raising=False)
+    monkeypatch.delenv('WANDB_MODE', raising=False)
+    monkeypatch.delenv('WANDB_SILENT', raising=False)
+    data = qa_run.out.parent/'data'
+    tok = alpaca_ft.load_tokenizer()
+    model = alpaca_ft.tiny_llama(len(tok), pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                                 eos_token_id=tok.eos_token_id).eval()
+    calls = {
+        'load_tokenizer': lambda: alpaca_ft.load_tokenizer(),
+        'tiny_llama': lambda: alpaca_ft.tiny_llama(64, seed=3),
+        'tokenize_examples': lambda: alpaca_ft.tokenize_examples(['Q: a\nA: '], [' b'], tok),
+        'pack': lambda: alpaca_ft.pack(alpaca_ft.tokenize_examples(['a'], ['b'], tok), 16),
+        'collate': lambda: alpaca_ft.collate([{'input_ids': [1, 2]}], 0),
+        'prepare_dataset': lambda: alpaca_ft.prepare_dataset(out=tmp_path/'p1', max_seq_len=256, progress=False),
+        'prepare_dataset(wandb=offline)': lambda: alpaca_ft.prepare_dataset(
+            out=tmp_path/'p2', max_seq_len=256, wandb='offline', progress=False),
+        'fine_tune': lambda: alpaca_ft.fine_tune(data_dir=str(data), out=str(tmp_path/'r1'), max_steps=2,
+                                                 batch_size=4, n_eval_samples=1, max_new_tokens=2, progress=False),
+        'fine_tune(model)': lambda: alpaca_ft.fine_tune(data_dir=str(data), out=str(tmp_path/'r2'), model=model,
+                                                        max_steps=1, batch_size=4, n_eval_samples=0, progress=False),
+        'generate_answer': lambda: alpaca_ft.generate_answer(qa_run.final, 'Hi', max_new_tokens=2),
+    }
+    for name, call in calls.items():
+        capfd.readouterr()
+        before = process_state(work)
+        call()
+        after = process_state(work)
+        changed = [k for k in before if before[k] != after[k]]
+        assert changed == [], f'{name} changed {changed}: ' + '; '.join(
+            f'{k}: {set(after[k].items()) ^ set(before[k].items()) if k == "env" else after[k]}' for k in changed)
+        out = capfd.readouterr()
+        assert 'training' not in out.out + out.err and 'read 130 rows' not in out.out, (name, out)
+    assert not model.training
+    assert any((tmp_path/'cache'/'wandb').glob('wandb/offline-run-*'))  # asked for: W&B wrote there

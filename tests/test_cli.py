@@ -222,7 +222,8 @@ def test_train_options_parse_to_config_values(train_parser):
     TrainConfig, p = train_parser
     a = p.parse_args(['data', '--out', 'run'])
     names = {f.name for f in dataclasses.fields(TrainConfig)}
-    assert TrainConfig(**{k: v for k, v in vars(a).items() if k in names}) == TrainConfig('data', 'run')
+    # the same values, but W&B: the command logs offline by default, the Python API not at all
+    assert TrainConfig(**{k: v for k, v in vars(a).items() if k in names}) == TrainConfig('data', 'run', wandb='offline')
     a = p.parse_args(['data', '--out', 'run', '--compile', '--no-freeze-embed', '--grad-clip', 'none',
                       '--max-steps', '5', '--lr', '1e-3', '--resume'])
     got = (a.compile, a.freeze_embed, a.grad_clip, a.max_steps, a.lr, a.resume)
@@ -238,7 +239,7 @@ def test_train_reaches_train_with_a_config(monkeypatch, tmp_path):
     rc, _, err = call('train', tmp_path/'data', '--out', tmp_path/'run', '--batch-size', '3', '--no-progress')
     assert rc == 0, err
     want = alpaca_ft.train.TrainConfig(str(tmp_path/'data'), str(tmp_path/'run'), batch_size=3,
-                                       progress=False)
+                                       progress=False, wandb='offline')  # the command's W&B default
     assert got[0] == want
 
 
@@ -265,7 +266,7 @@ def test_overwrite_help_says_only_what_alpaca_ft_made():
             if a.dest == 'overwrite':
                 with_overwrite += 1
                 assert a.help and 'only if alpaca_ft' in a.help, (name, a.help)
-    assert with_overwrite == 4  # prepare, train, tiny-model, demo
+    assert with_overwrite == 5  # prepare, train, tiny-model, demo, judge
 
 
 def test_ctrl_c_while_building_the_options(monkeypatch):

@@ -427,8 +427,8 @@ def test_prepare_takes_one_source_or_says_what_data_must_be(tmp_path):
     m = prepare(data=str(SAMPLE_DATA), out=tmp_path/'b', max_seq_len=256, wandb='disabled', progress=False,
                 verbose=False)
     assert m['rows']['read'] == 130
-    with pytest.raises(ValueError, match='data must be a file, URL or hub id, or a list of them; got a dict'):
-        prepare(data=[{'instruction': 'a', 'output': 'b'}], out=tmp_path/'c', wandb='disabled')
+    with pytest.raises(TypeError, match='data must be a file, URL or hub id, rows'):  # rows in memory are fine
+        prepare(data=[42], out=tmp_path/'c', wandb='disabled')
     assert sorted(p.name for p in tmp_path.iterdir()) == ['a', 'b']
 
 

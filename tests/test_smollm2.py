@@ -109,5 +109,76 @@ def test_real_model_converts_and_answers(smollm2):
     assert type(model).__name__ == 'LlamaForCausalLM' and model.config.tie_word_embeddings
     assert model.lm_head.weight is model.get_input_embeddings().weight
     assert param_counts(model)['total'] == 134_515_008
+    from alpaca_ft.model import setup_for_training
+    counts = param_counts(setup_for_training(model))  # default: 22 of 30 layers and the tied head frozen
+    assert counts['tied_head'] and not counts['head_trains'] and counts['trainable'] == 28_321_344, counts
     answer = generate_answer('smollm2', instruction='What are the three primary colors?', max_new_tokens=24)
     assert 'red' in answer.lower() and 'blue' in answer.lower(), answer
+
+
+def test_a_tied_head_freezes_and_trains_with_the_embeddings(tmp_path):
+    "Tied tiny Llama: freeze_embed=True freezes the head (one matrix); False trains it, and it stays tied."
+    import torch
+    from alpaca_ft.model import load_model, param_counts, setup_for_training, tiny_llama
+    x = torch.randint(3, 1024, (2, 32), generator=torch.Generator().manual_seed(0))
+    m = setup_for_training(tiny_llama(1024, layers=4, tie_word_embeddings=True), n_freeze=2)
+    counts, layer = param_counts(m), sum(p.numel() for p in m.model.layers[3].parameters())
+    assert (counts['tied_head'], counts['embeddings_train'], counts['head_trains']) == (True, False, False)
+    assert counts['trainable'] == 2 * layer + m.model.norm.weight.numel()  # top layers and the final norm
+    m(input_ids=x, labels=x).loss.backward()
+    assert m.lm_head.weight.grad is None
+    untied = param_counts(tiny_llama(1024, layers=4))
+    assert counts['total'] == untied['total'] - 1024 * 64 and not untied['tied_head']
+    tied = tiny_llama(1024, layers=4, tie_word_embeddings=True)
+    m = setup_for_training(tied, n_freeze=2, freeze_embed=False)
+    assert param_counts(m)['head_trains'] and param_counts(m)['trainable'] == counts['trainable'] + 1024 * 64
+    m(input_ids=x, labels=x).loss.backward()
+    with torch.no_grad(): m.lm_head.weight -= m.lm_head.weight.grad  # one step on the shared matrix
+    m.save_pretrained(tmp_path/'tied')
+    again = load_model(tmp_path/'tied', device='cpu', dtype=torch.float32)
+    assert again.lm_head.weight is again.get_input_embeddings().weight
+    assert torch.equal(again.lm_head.weight, m.model.embed_tokens.weight)
+
+
+def test_demo_model_is_checked_before_any_work(tmp_path):
+    from alpaca_ft.demo import demo
+    with pytest.raises(ValueError, match="model='gpt2'"): demo(tmp_path/'d', model='gpt2')
+    with pytest.raises(ValueError, match='max_steps'): demo(tmp_path/'d', model='smollm2', max_steps=0)
+    with contextlib.redirect_stderr(err := io.StringIO()):
+        assert main(['demo', str(tmp_path/'d'), '--model', 'gpt2']) == 2
+    assert "invalid choice: 'gpt2'" in err.getvalue()
+    assert not (tmp_path/'d').exists()
+
+
+def test_demo_with_smollm2_answers_before_and_after(smollm2, tmp_path):
+    "`alpaca_ft demo OUT --model smollm2` (1 step here): the lesson's steps, the answers table in OUT."
+    with contextlib.redirect_stdout(out := io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        rc = main(['demo', str(tmp_path/'d'), '--model', 'smollm2', '--max-steps', '1', '--wandb', 'disabled',
+                   '--no-progress'])
+    assert rc == 0, out.getvalue()
+    rows = [json.loads(l) for l in (tmp_path/'d'/'answers.jsonl').read_text().splitlines()]
+    assert len(rows) == 5 and all(set(r) == {'instruction', 'before', 'after'} for r in rows)
+    assert json.loads((tmp_path/'d'/'demo.json').read_text())['model'] == 'smollm2'
+    manifest = json.loads((tmp_path/'d'/'data'/'manifest.json').read_text())
+    assert manifest['tokenizer'] == 'smollm2' and 'before:' in out.getvalue()
+    assert (tmp_path/'d'/'run'/'final'/'model.safetensors').is_file()
+
+
+def test_before_after_tables():
+    "The lesson's two tables: eval scores at the first and last evaluation; answers to the same prompts."
+    from alpaca_ft.real_model import answers_table, eval_before_after, smollm2_config
+    ms = [{'step': 0, 'eval_loss': 2.5, 'eval_accuracy': 0.48}, {'step': 1, 'loss': 2.4},
+          {'step': 6, 'eval_loss': 2.4, 'eval_accuracy': 0.49},
+          {'step': 12, 'eval_loss': 2.3, 'eval_accuracy': 0.5}]
+    t = eval_before_after(ms)
+    assert list(t.columns) == ['step 0', 'step 12'] and t.loc['eval loss'].tolist() == [2.5, 2.3]
+    with pytest.raises(ValueError, match='two evaluations'): eval_before_after(ms[:2])
+    rows = [{'instruction': 'Name a colour.', 'input': '', 'output': 'Red.'}]
+    before, after = [{'prompt': 'P', 'generation': ' blue and '}], [{'prompt': 'P', 'generation': 'Red.'}]
+    assert answers_table(rows, before, after).to_dict('records') == [
+        {'instruction': 'Name a colour.', 'before': 'blue and', 'after': 'Red.'}]
+    with pytest.raises(ValueError, match='same prompts'):
+        answers_table(rows, before, [{'prompt': 'Q', 'generation': 'x'}])
+    cfg = smollm2_config('d', 'o', 3)
+    got = (cfg.model, cfg.max_steps, cfg.eval_every, cfg.save_every, cfg.n_eval_samples)
+    assert got == ('smollm2', 3, 3, 3, 5)

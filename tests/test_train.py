@@ -219,15 +219,16 @@ def test_weights_have_normal_permissions(finished):
         assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f
 
 
-def test_resume_killed_while_saving_final_writes_it(data, finished, tmp_path, capsys):
+def test_resume_killed_while_saving_final_writes_it(data, finished, tmp_path, caplog):
     "Killed after the last checkpoint, before final/ was in place: --resume writes final/ and finishes."
+    caplog.set_level('INFO', logger='alpaca_ft')  # the library logs; it does not print
     run = tmp_path/'run'
     shutil.copytree(finished, run)
     shutil.rmtree(run/'final')
     info = json.loads((run/RUN_MARKER).read_text())
     (run/RUN_MARKER).write_text(json.dumps({**info, 'status': 'running', 'final': None}))
     train(cfg(data, run, save_every=2, resume=True))
-    assert 'writing the final model' in capsys.readouterr().out
+    assert 'writing the final model' in caplog.text
     assert (run/'final'/'model.safetensors').is_file()
     assert json.loads((run/RUN_MARKER).read_text())['status'] == 'finished'
     with pytest.raises(ValueError, match='at step 4 already'):  # finished: nothing left to do
@@ -288,12 +289,13 @@ def test_resume_refuses_another_run(data, finished, tmp_path, change):
         train(cfg(data, run, resume=True, max_steps=6, save_every=2, **change))
 
 
-def test_resume_with_more_steps_stretches_the_schedule(data, finished, tmp_path, capsys):
+def test_resume_with_more_steps_stretches_the_schedule(data, finished, tmp_path, caplog):
     "The old schedule ended at lr 0: steps past it would not train. The cosine is recomputed; train says so."
+    caplog.set_level('INFO', logger='alpaca_ft')  # the library logs; it does not print
     run = tmp_path/'run'
     shutil.copytree(finished, run)
     train(cfg(data, run, resume=True, max_steps=6, save_every=2))
-    assert 'the schedule was 4 steps, now 6' in capsys.readouterr().out
+    assert 'the schedule was 4 steps, now 6' in caplog.text
     lrs = [m['lr'] for m in read_jsonl(run/'metrics.jsonl') if 'lr' in m]
     assert len(lrs) == 6 and min(lrs[4:]) > 0
     assert lrs[:4] == pytest.approx(losses(finished, 'lr'))
@@ -315,13 +317,14 @@ def test_trainer_state_loads_weights_only(data, finished, tmp_path):
     assert losses(run) == pytest.approx(losses(finished), abs=1e-6)  # steps 3 and 4 again, from step 2
 
 
-def test_truncated_newest_checkpoint_is_named_and_the_previous_used(data, finished, tmp_path, capsys):
+def test_truncated_newest_checkpoint_is_named_and_the_previous_used(data, finished, tmp_path, caplog):
+    caplog.set_level('INFO', logger='alpaca_ft')  # the library logs; it does not print
     run = tmp_path/'run'
     shutil.copytree(finished, run)
     w = run/'checkpoints'/'step-4'/'model.safetensors'
     w.write_bytes(w.read_bytes()[:-1000])
     train(cfg(data, run, resume=True, save_every=2))
-    out = capsys.readouterr().out
+    out = caplog.text
     assert 'step-4' in out and 'truncated' in out
     assert [m['step'] for m in read_jsonl(run/'metrics.jsonl') if 'loss' in m] == [1, 2, 3, 4]
     assert losses(run) == pytest.approx(losses(finished), abs=1e-6)
