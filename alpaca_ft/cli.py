@@ -10,8 +10,8 @@ from .data import DataError
 from .tracking import WANDB_MODES
 
 # %% auto #0
-__all__ = ['HELP', 'TINY_HEADS', 'TINY_MARKER', 'COMMANDS', 'as_flags', 'error_message', 'Parser', 'check_tiny_shape',
-           'add_config_options', 'parser', 'main']
+__all__ = ['HELP', 'TINY_HEADS', 'TINY_MARKER', 'COMMANDS', 'INTERRUPT_GRACE_S', 'as_flags', 'error_message', 'Parser',
+           'check_tiny_shape', 'add_config_options', 'parser', 'main']
 
 # %% ../nbs/20_cli.ipynb #2df98f32
 _FLAGS = {'pack_strategy': 'pack'}  # Python argument -> option, where the names differ
@@ -230,6 +230,14 @@ def parser(command:str|None=None) -> argparse.ArgumentParser:
     return ap
 
 _MAIN_PID = os.getpid()
+INTERRUPT_GRACE_S = 30  # after an interrupt, clean-up that takes longer (a wedged worker pool) is cut short
+_ON_INTERRUPT, _TIMERS = [], []  # the line to print if clean-up is cut short; the timers armed to
+
+def _cut_short():
+    "The last resort when clean-up after an interrupt hangs: say so, and exit 130 now."
+    sys.stderr.write(''.join(_ON_INTERRUPT[-1:]))
+    sys.stderr.flush()
+    os._exit(130)
 
 def _in_finaliser(frame) -> bool:
     "Whether `frame` runs inside a finaliser (`__del__`, a weakref callback), where an exception is lost."
@@ -249,6 +257,11 @@ def _interrupt(signum, frame):
     if _in_finaliser(frame):  # raised there, it would be printed and dropped: deliver it again just after
         threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
         return
+    if _ON_INTERRUPT:  # a clean-up that hangs (a pool's terminate) cannot keep the process alive
+        timer = threading.Timer(INTERRUPT_GRACE_S, _cut_short)
+        timer.daemon = True
+        timer.start()
+        _TIMERS.append(timer)
     raise KeyboardInterrupt
 
 def _log_handlers() -> list[logging.Handler]:
@@ -265,6 +278,7 @@ def main(argv:list[str]|None=None) -> int:
     command, a = next((x for x in argv if x in COMMANDS), None), None
     global _MAIN_PID
     _MAIN_PID = os.getpid()
+    _ON_INTERRUPT[:] = [f"alpaca_ft{' ' + command if command else ''}: error: interrupted\n"]
     try: old = {s: signal.signal(s, _interrupt) for s in (signal.SIGTERM, signal.SIGINT)}
     except ValueError: old = {}  # not the main thread: leave signals alone
     log, handlers = logging.getLogger('alpaca_ft'), _log_handlers()
@@ -283,6 +297,9 @@ def main(argv:list[str]|None=None) -> int:
         return code
     finally:
         for s, h in old.items(): signal.signal(s, signal.SIG_DFL if h is None else h)
+        for t in _TIMERS: t.cancel()  # the command has ended: nothing left to cut short
+        _TIMERS.clear()
+        _ON_INTERRUPT.clear()
         for h in handlers: log.removeHandler(h)
         log.setLevel(old_level)
     return 0
