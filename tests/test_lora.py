@@ -336,7 +336,7 @@ def sft_lora(data, tmp_path, use_cache:bool):
     manifest, ds, tok, model, args = hf_start(data)
     model.config.use_cache = use_cache
     seen = watch_packs(model, manifest['pad_token_id'])
-    cfg = SFTConfig(output_dir=str(tmp_path), padding_free=True, max_length=None,
+    cfg = SFTConfig(output_dir=str(tmp_path), padding_free=True, max_length=None, bf16=False,
                     gradient_checkpointing=False,
                     dataset_kwargs={'skip_prepare_dataset': True}, **args)
     lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, task_type='CAUSAL_LM',
@@ -361,7 +361,8 @@ def test_trl_padding_free_leaks_with_a_cache(data, tmp_path):
     assert seen['calls'] == 2 and seen['worst'] > 1e-2, seen
 
 
-def test_trl_turns_checkpointing_on_by_default(tmp_path):
-    "What nbs/17_hf_route says and turns off: SFTConfig's default gradient_checkpointing (PEFT's hook)."
+def test_trl_defaults_that_nbs_17_turns_off(tmp_path):
+    "SFTConfig's defaults nbs/17_hf_route names: gradient checkpointing (PEFT's hook) and bf16 autocast."
     from trl import SFTConfig
-    assert SFTConfig(output_dir=str(tmp_path)).gradient_checkpointing is True
+    cfg = SFTConfig(output_dir=str(tmp_path))
+    assert cfg.gradient_checkpointing is True and cfg.bf16 is True
