@@ -11,39 +11,68 @@ __all__ = ['MASK_FORMS', 'pad_batch', 'segment_ids', 'block_causal_mask', 'for_a
            'attention_mask_for', 'collate', 'Collator']
 
 # %% ../nbs/05_batching.ipynb #2161cbe9
-def _as_rows(batch, name:str='batch') -> list[dict]:
-    "`batch` as a list of rows: a list of dicts as is, columns (`tokenize_examples`' output) turned into rows."
-    if isinstance(batch, dict):  # columns: {'input_ids': [[...], ...], 'labels': [[...], ...]}
-        if 'input_ids' not in batch: raise ValueError(f"{name} has no 'input_ids'; has {sorted(batch)}")
+def _as_rows(batch, name: str = 'batch') -> list[dict]:
+    (
+        "`batch` as a list of rows: a list of dicts as is, columns "
+        "(`tokenize_examples`' output) turned into rows."
+    )
+    # columns: {'input_ids': [[...], ...], 'labels': [[...], ...]}
+    if isinstance(batch, dict):
+        if 'input_ids' not in batch:
+            raise ValueError(f"{name} has no 'input_ids'; has {sorted(batch)}")
         batch = [dict(zip(batch, values)) for values in zip(*batch.values())]
-    if not isinstance(batch, (list, tuple)) or not all(isinstance(b, dict) for b in batch):
-        raise TypeError(f'{name} must be a list of rows (dicts) or a dict of columns, got a '
-                        f'{type(batch).__name__}')
-    if not batch: raise ValueError(f'{name} is empty: nothing to pad')
+    if not isinstance(batch, (list, tuple)) or not all(
+        isinstance(b, dict) for b in batch
+    ):
+        raise TypeError(
+            f'{name} must be a list of rows (dicts) or a dict of columns, got a '
+            f'{type(batch).__name__}'
+        )
+    if not batch:
+        raise ValueError(f'{name} is empty: nothing to pad')
     missing = next((i for i, b in enumerate(batch) if 'input_ids' not in b), None)
     if missing is not None:
-        raise ValueError(f"{name}[{missing}] has no 'input_ids'; has {sorted(batch[missing])}")
+        raise ValueError(
+            f"{name}[{missing}] has no 'input_ids'; has {sorted(batch[missing])}"
+        )
     return list(batch)
 
-def pad_batch(batch:list[dict], pad_id:int) -> dict:
-    "Pad `input_ids`, `labels`, `position_ids` of `batch` to its longest row; add a 2-D `attention_mask`."
+
+def pad_batch(batch: list[dict], pad_id: int) -> dict:
+    (
+        "Pad `input_ids`, `labels`, `position_ids` of `batch` to its longest row; "
+        "add a 2-D `attention_mask`."
+    )
     batch = _as_rows(batch)
     if not isinstance(pad_id, int) or isinstance(pad_id, bool):
         raise TypeError(f'pad_id must be an integer token id, got {pad_id!r}')
     lens = [len(b['input_ids']) for b in batch]
     n = max(lens)
+
     def col(key, fill):
-        return torch.tensor([list(b[key]) + [fill]*(n - len(b[key])) for b in batch], dtype=torch.long)
+        return torch.tensor(
+            [list(b[key]) + [fill] * (n - len(b[key])) for b in batch],
+            dtype=torch.long,
+        )
+
     out = {'input_ids': col('input_ids', pad_id)}
-    if 'labels' in batch[0]: out['labels'] = col('labels', -100)
-    if 'position_ids' in batch[0]: out['position_ids'] = col('position_ids', 0)
-    else: out['position_ids'] = torch.tensor([list(range(m)) + [0]*(n - m) for m in lens], dtype=torch.long)
+    if 'labels' in batch[0]:
+        out['labels'] = col('labels', -100)
+    if 'position_ids' in batch[0]:
+        out['position_ids'] = col('position_ids', 0)
+    else:
+        out['position_ids'] = torch.tensor(
+            [list(range(m)) + [0] * (n - m) for m in lens], dtype=torch.long
+        )
     out['attention_mask'] = (torch.arange(n) < torch.tensor(lens)[:, None]).long()
     return out
 
 # %% ../nbs/05_batching.ipynb #6336a9dc
 def segment_ids(position_ids:torch.Tensor) -> torch.Tensor:
-    "Number the examples in each row: a new example starts wherever `position_ids` is 0."
+    (
+        "Number the examples in each row: a new example starts wherever "
+        "`position_ids` is 0."
+    )
     return (position_ids == 0).cumsum(-1)
 
 def block_causal_mask(position_ids:torch.Tensor) -> torch.Tensor:
@@ -56,65 +85,123 @@ def block_causal_mask(position_ids:torch.Tensor) -> torch.Tensor:
 # %% ../nbs/05_batching.ipynb #c29aca66
 MASK_FORMS = ('sdpa', 'eager', 'flex_attention')
 
-def for_attention(mask:torch.Tensor, attn_implementation:str='sdpa', dtype=torch.float32) -> torch.Tensor:
-    "A boolean 4-D `mask` as sdpa (boolean) or eager (additive floats of `dtype`) takes it; others unchanged."
+
+def for_attention(
+    mask: torch.Tensor, attn_implementation: str = 'sdpa', dtype=torch.float32
+) -> torch.Tensor:
+    (
+        "A boolean 4-D `mask` as sdpa (boolean) or eager (additive floats of "
+        "`dtype`) takes it; others unchanged."
+    )
     if attn_implementation == 'eager' and mask.dtype == torch.bool:
         blocked = torch.finfo(dtype).min
-        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, blocked)
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
+            ~mask, blocked
+        )
     return mask
 
-def flex_block_mask(position_ids:torch.Tensor):
+
+def flex_block_mask(position_ids: torch.Tensor):
     "A flex_attention `BlockMask`: causal, and only within the same example."
     from torch.nn.attention.flex_attention import create_block_mask
+
     seg = segment_ids(position_ids)
-    def same_example(b, h, q, kv): return (seg[b, q] == seg[b, kv]) & (kv <= q)
+
+    def same_example(b, h, q, kv):
+        return (seg[b, q] == seg[b, kv]) & (kv <= q)
+
     B, L = seg.shape
     return create_block_mask(same_example, B, None, L, L, device=seg.device)
 
-def _check_mask_form(attn_implementation:str):
-    if attn_implementation not in MASK_FORMS:
-        raise ValueError(f'no packed-sequence mask for attn_implementation={attn_implementation!r}; '
-                         f'expected one of {list(MASK_FORMS)}')
 
-def attention_mask_for(position_ids:torch.Tensor, attn_implementation:str='sdpa', dtype=torch.float32):
-    "The block-diagonal causal mask of `position_ids` (batch, sequence) in the form `attn_implementation` takes."
+def _check_mask_form(attn_implementation: str):
+    if attn_implementation not in MASK_FORMS:
+        raise ValueError(
+            f'no packed-sequence mask for attn_implementation={attn_implementation!r}'
+            f'; '
+            f'expected one of {list(MASK_FORMS)}'
+        )
+
+
+def attention_mask_for(
+    position_ids: torch.Tensor, attn_implementation: str = 'sdpa', dtype=torch.float32
+):
+    (
+        "The block-diagonal causal mask of `position_ids` (batch, sequence) in the "
+        "form `attn_implementation` takes."
+    )
     if not isinstance(position_ids, torch.Tensor) or position_ids.dim() != 2:
         is_t = isinstance(position_ids, torch.Tensor)
         shape = tuple(position_ids.shape) if is_t else type(position_ids).__name__
-        raise ValueError(f'position_ids must be a 2-D tensor (batch, sequence), got {shape}')
+        raise ValueError(
+            f'position_ids must be a 2-D tensor (batch, sequence), got {shape}'
+        )
     _check_mask_form(attn_implementation)
-    if attn_implementation == 'flex_attention': return flex_block_mask(position_ids)
+    if attn_implementation == 'flex_attention':
+        return flex_block_mask(position_ids)
     return for_attention(block_causal_mask(position_ids), attn_implementation, dtype)
 
 # %% ../nbs/05_batching.ipynb #c47d5b27
-def collate(batch:list[dict], pad_id:int, attn_implementation:str='sdpa', dtype=torch.float32,
-            num_tokens:bool=False) -> dict:
-    "Pad `batch`; where a row holds several examples, a block-diagonal causal mask for `attn_implementation`."
+def collate(
+    batch: list[dict],
+    pad_id: int,
+    attn_implementation: str = 'sdpa',
+    dtype=torch.float32,
+    num_tokens: bool = False,
+) -> dict:
+    (
+        "Pad `batch`; where a row holds several examples, a block-diagonal causal "
+        "mask for `attn_implementation`."
+    )
     out = pad_batch(batch, pad_id)
-    if num_tokens: out['num_tokens'] = out['attention_mask'].sum()
+    if num_tokens:
+        out['num_tokens'] = out['attention_mask'].sum()
     starts = ((out['position_ids'] == 0) & out['attention_mask'].bool()).sum(-1)
     if (starts > 1).any():
-        out['attention_mask'] = attention_mask_for(out['position_ids'], attn_implementation, dtype)
+        out['attention_mask'] = attention_mask_for(
+            out['position_ids'], attn_implementation, dtype
+        )
     return out
 
 # %% ../nbs/05_batching.ipynb #4191185d
 class Collator:
-    "`collate` with its options bound: a `transformers.Trainer` `data_collator`, a `DataLoader` `collate_fn`."
-    def __init__(self, pad_id:int, attn_implementation:str='sdpa', dtype=torch.float32):
+    (
+        "`collate` with its options bound: a `transformers.Trainer` `data_collator`, "
+        "a `DataLoader` `collate_fn`."
+    )
+
+    def __init__(
+        self, pad_id: int, attn_implementation: str = 'sdpa', dtype=torch.float32
+    ):
         _check_mask_form(attn_implementation)
-        self.pad_id, self.attn_implementation, self.dtype = pad_id, attn_implementation, dtype
+        self.pad_id, self.attn_implementation, self.dtype = (
+            pad_id,
+            attn_implementation,
+            dtype,
+        )
 
     @classmethod
-    def for_model(cls, model, pad_id:int|None=None) -> Collator:
-        "The collator `model` (or a config) needs: its attention implementation and dtype, and a pad id."
+    def for_model(cls, model, pad_id: int | None = None) -> Collator:
+        (
+            "The collator `model` (or a config) needs: its attention implementation "
+            "and dtype, and a pad id."
+        )
         config = getattr(model, 'config', model)
         pad_id = config.pad_token_id if pad_id is None else pad_id
-        if pad_id is None: raise ValueError('pass pad_id: the model config has no pad_token_id')
-        dtype = model.dtype if config is not model else getattr(config, 'dtype', None) or torch.float32
-        if isinstance(dtype, str): dtype = getattr(torch, dtype)
+        if pad_id is None:
+            raise ValueError('pass pad_id: the model config has no pad_token_id')
+        dtype = (
+            model.dtype
+            if config is not model
+            else getattr(config, 'dtype', None) or torch.float32
+        )
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
         return cls(pad_id, config._attn_implementation, dtype)
 
-    def __call__(self, batch:list[dict]) -> dict:
+    def __call__(self, batch: list[dict]) -> dict:
         return collate(batch, self.pad_id, self.attn_implementation, self.dtype)
 
-    def __repr__(self): return f'Collator(pad_id={self.pad_id}, {self.attn_implementation!r}, {self.dtype})'
+    def __repr__(self):
+        return (f'Collator(pad_id={self.pad_id}, '
+                f'{self.attn_implementation!r}, {self.dtype})')

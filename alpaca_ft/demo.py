@@ -21,7 +21,7 @@ log = logging.getLogger('alpaca_ft')
 # %% auto #0
 __all__ = ['log', 'DEMO_MARKER', 'QUESTION', 'DEMO_MODELS', 'demo', 'run_demo']
 
-# %% ../nbs/13_demo.ipynb #c6adb566
+# %% ../nbs/13_demo.ipynb #6ff858b3
 DEMO_MARKER = 'demo.json'
 
 def _build_demo(tmp:Path, max_steps:int, wandb:str, progress:bool, model:str='tiny') -> tuple[dict, int, str]:
@@ -35,26 +35,34 @@ def _build_demo(tmp:Path, max_steps:int, wandb:str, progress:bool, model:str='ti
         if own_wandb_dir: del os.environ['WANDB_DIR']
         if bars: hf_logging.enable_progress_bar()
 
-def _demo_steps(tmp:Path, max_steps:int, wandb:str, progress:bool) -> tuple[dict, int, str]:
+# %% ../nbs/13_demo.ipynb #62b602e5
+def _demo_steps(tmp:Path, max_steps:int, wandb:str,
+                progress:bool) -> tuple[dict, int, str]:
     log.info('1/4 preparing the bundled sample')
-    manifest = prepare(out=tmp/'data', max_seq_len=512, wandb=wandb, progress=progress)
+    manifest = prepare(out=tmp/'data', max_seq_len=512, wandb=wandb,
+                       progress=progress)
     n_train = manifest['splits']['train']['examples']
     log.info('2/4 building a tiny Llama')
     save_tiny_model(tmp/'tiny-llama', layers=4, hidden=128)
     log.info('3/4 fine-tuning on CPU')
-    cfg = TrainConfig(str(tmp/'data'), str(tmp/'run'), model=str(tmp/'tiny-llama'), max_steps=max_steps,
-                      batch_size=8, grad_accum=1, lr=2e-3, warmup=0.1, n_freeze=0, freeze_embed=False,
-                      eval_every=max(1, max_steps // 4), save_every=max(1, max_steps // 2), n_eval_samples=5,
+    cfg = TrainConfig(str(tmp/'data'), str(tmp/'run'), model=str(tmp/'tiny-llama'),
+                      max_steps=max_steps, batch_size=8, grad_accum=1, lr=2e-3,
+                      warmup=0.1, n_freeze=0, freeze_embed=False,
+                      eval_every=max(1, max_steps // 4),
+                      save_every=max(1, max_steps // 2), n_eval_samples=5,
                       max_new_tokens=64, wandb=wandb, progress=progress)
     last = train(cfg).metrics
     log.info('4/4 asking the fine-tuned model: %s', QUESTION)
-    answer = generate_answer(tmp/'run'/'final', QUESTION, max_new_tokens=48).strip()[:300] or '(empty)'
+    answer = generate_answer(tmp/'run'/'final', QUESTION,
+                             max_new_tokens=48).strip()[:300] or '(empty)'
     log.info('    %s', answer)
-    write_atomic(tmp/DEMO_MARKER, json.dumps({'made_by': 'alpaca_ft demo', 'max_steps': max_steps}) + '\n')
+    write_atomic(tmp/DEMO_MARKER, json.dumps({'made_by': 'alpaca_ft demo',
+                                              'max_steps': max_steps}) + '\n')
     return last, n_train, answer
 
 QUESTION = 'What are the three primary colors?'
 
+# %% ../nbs/13_demo.ipynb #c10a81ac
 def _smollm2_steps(tmp:Path, max_steps:int, wandb:str, progress:bool) -> tuple[dict, int, str]:
     "The demo with SmolLM2-135M-Instruct: the steps of the lesson 14_real_model."
     from alpaca_ft.model import load_model

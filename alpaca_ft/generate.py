@@ -17,41 +17,77 @@ __all__ = ['TEMPLATE_FILE', 'check_context', 'generate', 'predict_rows', 'write_
            'generate_answer']
 
 # %% ../nbs/11_generate.ipynb #bc27afe7
-def check_context(model, tokenizer, prompts:list[str], max_new_tokens:int):
-    "Raise a ValueError when the longest of `prompts` plus `max_new_tokens` is more than the model's context."
+def check_context(model, tokenizer, prompts: list[str], max_new_tokens: int):
+    "ValueError if the longest prompt + `max_new_tokens` passes the context."
     context = getattr(model.config, 'max_position_embeddings', None)
     if not context or not prompts: return
     longest = max(len(ids) for ids in tokenizer(list(prompts))['input_ids'])
     if longest + max_new_tokens > context:
-        raise ValueError(f'a prompt of {longest} tokens + max_new_tokens={max_new_tokens} is more than the '
-                         f"model's context ({context} tokens): shorten the prompt or lower max_new_tokens")
+        raise ValueError(
+            f'a prompt of {longest} tokens + max_new_tokens={max_new_tokens} is more '
+            f"than the model's context ({context} tokens): shorten the prompt or "
+            'lower max_new_tokens')
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts:list[str], max_new_tokens:int=256, batch_size:int=8,
-             progress:bool=False) -> list[str]:
-    "Greedy completions of `prompts` (response text only), stopping at EOS; `model`'s mode is kept."
+def generate(
+    model,
+    tokenizer,
+    prompts: list[str],
+    max_new_tokens: int = 256,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> list[str]:
+    (
+        "Greedy completions of `prompts` (response text only), stopping at EOS; "
+        "`model`'s mode is kept."
+    )
     check_context(model, tokenizer, prompts, max_new_tokens)  # before any work
     was_training = model.training
     model.eval()
     side, tokenizer.padding_side = tokenizer.padding_side, 'left'
     out = []
     try:
-        for i in tqdm(range(0, len(prompts), batch_size), desc='generating', disable=not progress):
-            enc = tokenizer(prompts[i:i + batch_size], return_tensors='pt', padding=True).to(model.device)
-            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-            out += tokenizer.batch_decode(gen[:, enc['input_ids'].shape[1]:], skip_special_tokens=True)
+        for i in tqdm(
+            range(0, len(prompts), batch_size),
+            desc='generating',
+            disable=not progress,
+        ):
+            enc = tokenizer(
+                prompts[i : i + batch_size], return_tensors='pt', padding=True
+            ).to(model.device)
+            gen = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id
+            )
+            out += tokenizer.batch_decode(
+                gen[:, enc['input_ids'].shape[1] :], skip_special_tokens=True
+            )
     finally:
         tokenizer.padding_side = side
         model.train(was_training)
     return out
 
-def predict_rows(model, tokenizer, rows:list[dict], template:str='alpaca',
-                 max_new_tokens:int=256) -> list[dict]:
-    "Generate for each row's prompt: dicts of `prompt`, `generation` and `reference` (the row's output)."
+
+def predict_rows(
+    model,
+    tokenizer,
+    rows: list[dict],
+    template: str = 'alpaca',
+    max_new_tokens: int = 256,
+) -> list[dict]:
+    (
+        "Generate for each row's prompt: dicts of `prompt`, `generation` and "
+        "`reference` (the row's output)."
+    )
     pairs = [render(r, template, tokenizer) for r in rows]
     gens = generate(model, tokenizer, [p for p, _ in pairs], max_new_tokens)
-    return [{'prompt': p, 'generation': g, 'reference': r} for (p, r), g in zip(pairs, gens)]
+    return [
+        {'prompt': p, 'generation': g, 'reference': r}
+        for (p, r), g in zip(pairs, gens)
+    ]
 
 # %% ../nbs/11_generate.ipynb #2d0e7ac9
 def _load(model_path:str|Path, device=None):

@@ -23,183 +23,331 @@ __all__ = ['ATTN_IMPLEMENTATIONS', 'log', 'check_attn_implementation', 'default_
            'saved_activation_bytes']
 
 # %% ../nbs/10_model.ipynb #cae97ef3
-ATTN_IMPLEMENTATIONS = MASK_FORMS  # the implementations batching can keep packed examples apart for
+# the implementations batching can keep packed examples apart for
+ATTN_IMPLEMENTATIONS = MASK_FORMS
 
-def check_attn_implementation(name:str) -> str:
+
+def check_attn_implementation(name: str) -> str:
     "`name` if it is one of `ATTN_IMPLEMENTATIONS`, else a ValueError saying why."
-    if name in ATTN_IMPLEMENTATIONS: return name
+    if name in ATTN_IMPLEMENTATIONS:
+        return name
     why = 'unknown'
     if str(name).startswith('flash_attention'):
-        why = 'keeping packed examples apart needs its variable-length (cu_seqlens) path, not built here'
-    raise ValueError(f'attn_implementation={name!r} is not supported ({why}); '
-                     f'choose one of {", ".join(ATTN_IMPLEMENTATIONS)}')
+        why = ('keeping packed examples apart needs its variable-length (cu_seqlens) '
+               'path, not built here')
+    raise ValueError(
+        f'attn_implementation={name!r} is not supported ({why}); '
+        f'choose one of {", ".join(ATTN_IMPLEMENTATIONS)}'
+    )
+
 
 def default_device() -> torch.device:
     "CUDA when available, else CPU."
     return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+
 
 def default_dtype(device) -> torch.dtype:
     "bf16 on a GPU that supports it, fp32 otherwise."
     bf16 = torch.device(device).type == 'cuda' and torch.cuda.is_bf16_supported()
     return torch.bfloat16 if bf16 else torch.float32
 
-def load_model(name:str|Path, device=None, dtype=None, attn_implementation:str='sdpa',
-               trust_remote_code:bool=False):
-    "Load a causal LM (hub id, local folder or `'smollm2'`, fetched once) onto `device` in `dtype`."
+
+def load_model(
+    name: str | Path,
+    device=None,
+    dtype=None,
+    attn_implementation: str = 'sdpa',
+    trust_remote_code: bool = False,
+):
+    (
+        "Load a causal LM (hub id, local folder or `'smollm2'`, fetched once) onto "
+        "`device` in `dtype`."
+    )
     check_attn_implementation(attn_implementation)
     name = resolve_model(name)
     device = torch.device(device or default_device())
-    kw = dict(dtype=dtype or default_dtype(device), attn_implementation=attn_implementation,
-              trust_remote_code=trust_remote_code, use_safetensors=True)
-    try: model, info = AutoModelForCausalLM.from_pretrained(str(name), output_loading_info=True, **kw)
+    kw = dict(
+        dtype=dtype or default_dtype(device),
+        attn_implementation=attn_implementation,
+        trust_remote_code=trust_remote_code,
+        use_safetensors=True,
+    )
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(
+            str(name), output_loading_info=True, **kw)
     except (OSError, ValueError) as e:  # one line naming the model, for the CLI
-        why = 'no causal LM in this folder' if Path(name).is_dir() else 'not a folder, nor a loadable hub id'
+        why = (
+            'no causal LM in this folder'
+            if Path(name).is_dir()
+            else 'not a folder, nor a loadable hub id'
+        )
         msg = f'{name}: {why}: {str(e).splitlines()[0]}'
         raise (ValueError(msg) if isinstance(e, ValueError) else OSError(msg)) from e
     check_loaded(name, info)
     return model.to(device)
 
-def check_loaded(name, info:dict):
-    "Refuse weights that do not match the model: missing tensors would start at random, unexpected be lost."
-    def few(keys):
-        keys = sorted(k if isinstance(k, str) else str(k[0]) for k in keys)  # mismatched: (key, shapes...)
-        return ', '.join(keys[:5]) + (f' and {len(keys) - 5} more' if len(keys) > 5 else '')
+def check_loaded(name, info: dict):
+    "Refuse weights unlike the model: missing ones would start at random."
+    def few(keys):  # mismatched keys come as (key, shapes...)
+        keys = sorted(k if isinstance(k, str) else str(k[0]) for k in keys)
+        more = f' and {len(keys) - 5} more' if len(keys) > 5 else ''
+        return ', '.join(keys[:5]) + more
     kinds = ('missing_keys', 'unexpected_keys', 'mismatched_keys')
-    problems = [f'{k.replace("_keys", "")} tensors {few(info[k])}' for k in kinds if info.get(k)]
+    problems = [f'{k.replace("_keys", "")} tensors {few(info[k])}'
+                for k in kinds if info.get(k)]
     if problems:
-        files = sorted(p.name for p in Path(name).glob('*.safetensors')) if Path(name).is_dir() else []
+        files = (sorted(p.name for p in Path(name).glob('*.safetensors'))
+                 if Path(name).is_dir() else [])
         where = Path(name)/files[0] if len(files) == 1 else name
-        raise DataError(f'{where}: {"; ".join(problems)} (not the model its config.json describes)')
+        raise DataError(f'{where}: {"; ".join(problems)} '
+                        '(not the model its config.json describes)')
 
 def tied_head(model) -> bool:
-    "Whether the output head (`lm_head`) is the input embedding matrix itself (tied, as in SmolLM2)."
+    (
+        "Whether the output head (`lm_head`) is the input embedding matrix itself "
+        "(tied, as in SmolLM2)."
+    )
     head = model.get_output_embeddings()
     return head is not None and head.weight is model.get_input_embeddings().weight
 
+
 def param_counts(model) -> dict:
-    "Total and trainable parameters (a tied head counted once), and whether the embeddings and head train."
+    (
+        "Total and trainable parameters (a tied head counted once), and whether the "
+        "embeddings and head train."
+    )
     head = model.get_output_embeddings()
-    return {'total': sum(p.numel() for p in model.parameters()),  # parameters() lists a shared tensor once
-            'trainable': sum(p.numel() for p in model.parameters() if p.requires_grad),
-            'embeddings_train': model.get_input_embeddings().weight.requires_grad,
-            'head_trains': head is not None and head.weight.requires_grad, 'tied_head': tied_head(model)}
+    # parameters() lists a shared tensor once
+    return {
+        'total': sum(p.numel() for p in model.parameters()),
+        'trainable': sum(p.numel() for p in model.parameters() if p.requires_grad),
+        'embeddings_train': model.get_input_embeddings().weight.requires_grad,
+        'head_trains': head is not None and head.weight.requires_grad,
+        'tied_head': tied_head(model),
+    }
 
 # %% ../nbs/10_model.ipynb #ca95a669
-def tiny_config(vocab_size:int, layers:int=2, hidden:int=64, heads:int=4, max_len:int=2048,
-                **kw) -> LlamaConfig:
-    "A Llama 2-shaped config at toy size (MLP width about 2.7x hidden, as in Llama 2)."
-    if layers < 1: raise ValueError(f'layers must be at least 1, got {layers}')
+def tiny_config(
+    vocab_size: int,
+    layers: int = 2,
+    hidden: int = 64,
+    heads: int = 4,
+    max_len: int = 2048,
+    **kw,
+) -> LlamaConfig:
+    (
+        "A Llama 2-shaped config at toy size (MLP width about 2.7x hidden, as in "
+        "Llama 2)."
+    )
+    if layers < 1:
+        raise ValueError(f'layers must be at least 1, got {layers}')
     if heads < 1 or hidden < 2 * heads or hidden % (2 * heads):
-        raise ValueError(f'hidden must be a positive multiple of 2 * heads = {2 * heads} (heads of an even '
-                         f'size, for rotary embeddings), got hidden={hidden}, heads={heads}')
+        raise ValueError(
+            f'hidden must be a positive multiple of 2 * heads = {2 * heads} '
+            f'(heads of an even '
+            f'size, for rotary embeddings), got hidden={hidden}, heads={heads}'
+        )
     mlp = int(hidden * 11008 / 4096 + 0.5)
     params = layers * (4 * hidden**2 + 3 * hidden * mlp) + 2 * vocab_size * hidden
-    if params > 1e9:  # tiny means tiny: a CPU toy; a real size is loaded (--model), not built at random
-        raise ValueError(f'a tiny Llama of {layers} layers, hidden {hidden} would have {params/1e9:.1f}B '
-                         'parameters; keep it under 1B (load a real model with --model instead)')
+    # tiny means tiny: a CPU toy; a real size is loaded (--model), not built at random
+    if params > 1e9:
+        raise ValueError(
+            f'a tiny Llama of {layers} layers, hidden {hidden} '
+            f'would have {params/1e9:.1f}B '
+            'parameters; keep it under 1B (load a real model with --model instead)'
+        )
     kw = {'tie_word_embeddings': False, **kw}  # untied, as in Llama 2, unless asked
-    return LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=mlp,
-                       num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
-                       max_position_embeddings=max_len, rms_norm_eps=1e-5, **kw)
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=mlp,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=max_len,
+        rms_norm_eps=1e-5,
+        **kw,
+    )
 
-def tiny_llama(vocab_size:int, layers:int=2, hidden:int=64, heads:int=4, seed:int=0,
-               attn_implementation:str='sdpa', **kw) -> LlamaForCausalLM:
-    "A randomly initialised (seeded) Llama of toy size; the global random generator is left as it was."
+
+def tiny_llama(
+    vocab_size: int,
+    layers: int = 2,
+    hidden: int = 64,
+    heads: int = 4,
+    seed: int = 0,
+    attn_implementation: str = 'sdpa',
+    **kw,
+) -> LlamaForCausalLM:
+    (
+        "A randomly initialised (seeded) Llama of toy size; the global random "
+        "generator is left as it was."
+    )
     check_attn_implementation(attn_implementation)
     cfg = tiny_config(vocab_size, layers, hidden, heads, **kw)
     cfg._attn_implementation = attn_implementation
-    with torch.random.fork_rng(devices=[]):  # seeds the init, not the caller's generator
+    # seeds the init, not the caller's generator
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return LlamaForCausalLM(cfg)
 
-def save_tiny_model(out:str|Path, tokenizer:str|None=None, layers:int=2, hidden:int=64, seed:int=0) -> Path:
-    "Build a tiny Llama for `tokenizer` (default: the bundled one) and save model and tokenizer to `out`."
+
+def save_tiny_model(
+    out: str | Path,
+    tokenizer: str | None = None,
+    layers: int = 2,
+    hidden: int = 64,
+    seed: int = 0,
+) -> Path:
+    (
+        "Build a tiny Llama for `tokenizer` (default: the bundled one) and save "
+        "model and tokenizer to `out`."
+    )
     tok = load_tokenizer(tokenizer)
-    model = tiny_llama(len(tok), layers, hidden, seed=seed, bos_token_id=tok.bos_token_id,
-                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    model = tiny_llama(
+        len(tok),
+        layers,
+        hidden,
+        seed=seed,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     out = Path(out)
     quiet = not hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # no bar for writing one small shard
-    try: model.save_pretrained(out, safe_serialization=True)
+    try:
+        model.save_pretrained(out, safe_serialization=True)
     finally:
-        if not quiet: hf_logging.enable_progress_bar()
+        if not quiet:
+            hf_logging.enable_progress_bar()
     tok.save_pretrained(out)
     return out
 
 # %% ../nbs/10_model.ipynb #0011c640
 log = logging.getLogger('alpaca_ft')
 
-def freeze(model, n_freeze:int|None=None, freeze_embed:bool=True):
-    "Freeze the embeddings (if `freeze_embed`; a head tied to them too) and the first `n_freeze` layers."
+
+def freeze(model, n_freeze: int | None = None, freeze_embed: bool = True):
+    (
+        "Freeze the embeddings (if `freeze_embed`; a head tied to them too) and the "
+        "first `n_freeze` layers."
+    )
     layers = model.model.layers
-    if n_freeze is None: n_freeze = len(layers) * 3 // 4
+    if n_freeze is None:
+        n_freeze = len(layers) * 3 // 4
     if not 0 <= n_freeze <= len(layers):
-        raise ValueError(f'n_freeze={n_freeze} but the model has {len(layers)} layers')
-    for p in model.parameters(): p.requires_grad_(True)
-    for layer in layers[:n_freeze]: layer.requires_grad_(False)
+        raise ValueError(
+            f'n_freeze={n_freeze} but the model has {len(layers)} layers'
+        )
+    for p in model.parameters():
+        p.requires_grad_(True)
+    for layer in layers[:n_freeze]:
+        layer.requires_grad_(False)
     model.get_input_embeddings().requires_grad_(not freeze_embed)
     if tied_head(model):
-        log.info('the output head is tied to the input embeddings (%s parameters): %s',
-                 f'{model.get_input_embeddings().weight.numel():,}',
-                 'frozen with them' if freeze_embed else 'it trains with them')
+        log.info(
+            'the output head is tied to the input embeddings (%s parameters): %s',
+            f'{model.get_input_embeddings().weight.numel():,}',
+            'frozen with them' if freeze_embed else 'it trains with them',
+        )
     return model
 
 # %% ../nbs/10_model.ipynb #5b0c7a3e
 def backward_layers(model) -> list[int]:
-    "Decoder layers backward runs through: all if the embeddings train, else the lowest trainable one up."
+    (
+        "Decoder layers backward runs through: all if the embeddings train, else the "
+        "lowest trainable one up."
+    )
     layers = model.model.layers
-    if model.get_input_embeddings().weight.requires_grad: return list(range(len(layers)))
+    if model.get_input_embeddings().weight.requires_grad:
+        return list(range(len(layers)))
     trains = [any(p.requires_grad for p in layer.parameters()) for layer in layers]
     return list(range(trains.index(True), len(layers))) if any(trains) else []
 
+
 def count_layer_passes(model, **batch) -> dict:
-    "One forward + backward of `batch` (with `labels`): per layer, forward runs and backward reached."
+    (
+        "One forward + backward of `batch` (with `labels`): per layer, forward runs "
+        "and backward reached."
+    )
     layers = model.model.layers
     forward, backward = [0] * len(layers), [0] * len(layers)
-    def on_forward(i):  # on a submodule, so it also fires when checkpointing recomputes the layer's forward
+
+    # on a submodule, so it also fires when checkpointing recomputes the layer's
+    # forward
+    def on_forward(i):
         return lambda mod, args: forward.__setitem__(i, forward[i] + 1)
+
     def on_output(i):
         def hook(mod, args, out):
             out = out[0] if isinstance(out, tuple) else out
-            if out.requires_grad: out.register_hook(lambda g: backward.__setitem__(i, backward[i] + 1))
+            if out.requires_grad:
+                out.register_hook(lambda g: backward.__setitem__(i, backward[i] + 1))
+
         return hook
-    handles = [l.self_attn.register_forward_pre_hook(on_forward(i)) for i, l in enumerate(layers)]
+
+    handles = [
+        l.self_attn.register_forward_pre_hook(on_forward(i))
+        for i, l in enumerate(layers)
+    ]
     handles += [l.register_forward_hook(on_output(i)) for i, l in enumerate(layers)]
     try:
         loss = model(**batch).loss
         seen, todo = set(), [loss.grad_fn]
         while todo:
             node = todo.pop()
-            if node is None or node in seen: continue
+            if node is None or node in seen:
+                continue
             seen.add(node)
             todo += [n for n, _ in node.next_functions]
         loss.backward()
     finally:
-        for h in handles: h.remove()
-    return {'forward': forward, 'backward': backward,
-            'MmBackward0': sum(type(n).__name__ == 'MmBackward0' for n in seen)}
+        for h in handles:
+            h.remove()
+    return {
+        'forward': forward,
+        'backward': backward,
+        'MmBackward0': sum(type(n).__name__ == 'MmBackward0' for n in seen),
+    }
 
 # %% ../nbs/10_model.ipynb #80d86083
-def checkpoint_layers(model, layers:list[int]|None=None):
-    "Checkpoint (non-reentrant) the decoder `layers` (default: `backward_layers(model)`) and no others."
+def checkpoint_layers(model, layers: list[int] | None = None):
+    (
+        "Checkpoint (non-reentrant) the decoder `layers` (default: "
+        "`backward_layers(model)`) and no others."
+    )
     on = set(backward_layers(model) if layers is None else layers)
-    model.disable_input_require_grads()  # undo an earlier activation_checkpointing_enable's embedding hook
+    # undo an earlier activation_checkpointing_enable's embedding hook
+    model.disable_input_require_grads()
     for i, layer in enumerate(model.model.layers):
         layer._gradient_checkpointing_func = partial(checkpoint, use_reentrant=False)
         layer.gradient_checkpointing = i in on
-    model.model.gradient_checkpointing = bool(on)  # the decoder stack's flag: no KV cache in training
+    # the decoder stack's flag: no KV cache in training
+    model.model.gradient_checkpointing = bool(on)
     return model
 
-def setup_for_training(model, n_freeze:int|None=None, freeze_embed:bool=True, grad_checkpointing:bool=False,
-                       compile:bool=False):
-    "Freeze (see `freeze`), fp32 master weights for what trains, checkpoint where backward runs, compile."
+
+def setup_for_training(
+    model,
+    n_freeze: int | None = None,
+    freeze_embed: bool = True,
+    grad_checkpointing: bool = False,
+    compile: bool = False,
+):
+    (
+        "Freeze (see `freeze`), fp32 master weights for what trains, checkpoint "
+        "where backward runs, compile."
+    )
     freeze(model, n_freeze, freeze_embed)
     for p in model.parameters():
-        if p.requires_grad: p.data = p.data.float()
+        if p.requires_grad:
+            p.data = p.data.float()
     model.config.use_cache = False
     checkpoint_layers(model, None if grad_checkpointing else [])
     if compile:
-        for layer in model.model.layers: layer.compile()
+        for layer in model.model.layers:
+            layer.compile()
     return model
 
 # %% ../nbs/10_model.ipynb #4b7e2c90
@@ -212,7 +360,10 @@ def enable_checkpointing(model):
 
 # %% ../nbs/10_model.ipynb #5dcbd3c0
 def saved_activation_bytes(model, input_ids:torch.Tensor) -> int:
-    "Bytes of tensors autograd saves for the backward of one forward (a memory measure that works on CPU)."
+    (
+        "Bytes of tensors autograd saves for the backward of one forward (a memory "
+        "measure that works on CPU)."
+    )
     total = 0
     def pack(t):
         nonlocal total

@@ -14,7 +14,7 @@
 Nothing tracked is changed: no `nbs/nbdev.yml` rewrite, no `nbs/sidebar.yml` (those are nbdev_docs' own steps).
 Usage: python scripts/docs.py [--jobs N] [--force] [--no-execute] [--allow-errors]   (or: bash scripts/docs.sh ...)"""
 from __future__ import annotations
-import argparse, hashlib, json, os, re, shutil, subprocess, sys, time
+import argparse, hashlib, json, os, re, shutil, subprocess, sys, tempfile, time
 from itertools import dropwhile, takewhile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -225,11 +225,15 @@ def tidy_signature(md:str, module:str|None=None) -> str:
                     else f'{m.group(1)}class {m.group(2)}(', md)
 
 
+_TMP = re.compile(re.escape(tempfile.gettempdir().rstrip('/')) + r'/[\w.-]+')
+
+
 def scrub_paths(text:str) -> str:
-    "No build-machine paths on the site: the checkout's `nbs/` and root, then the home folder, are made relative."
+    """No build-machine paths on the site: the checkout's `nbs/` and root, then the home folder, are made relative;
+    a temporary folder (`/tmp/tmpab12cd`) is shown as `$TMP`."""
     for prefix, repl in ((f'{NBS}/', ''), (f'{ROOT}/', ''), (str(Path.home()), '~')):
         text = text.replace(prefix, repl)
-    return text
+    return _TMP.sub('$TMP', text)
 
 
 def _module(nbj:dict) -> str|None:

@@ -181,7 +181,7 @@ def test_generate_and_demo_options_by_keyword(monkeypatch, tmp_path):
     assert calls[0] == (('m',), dict(instruction='Say hi', input='x', prompt=None, max_new_tokens=5))
     assert call('demo', tmp_path/'d', '--max-steps', '3', '--wandb', 'disabled')[0] == 0
     assert calls[1] == ((str(tmp_path/'d'),), dict(max_steps=3, overwrite=False, wandb='disabled',
-                                                    progress=True))
+                                                    progress=True, model='tiny'))
     assert call('demo', tmp_path/'d', '--no-progress')[0] == 0 and calls[2][1]['progress'] is False
 
 

@@ -4,7 +4,7 @@ chromedriver; nothing downloads a browser).
 The site is built once per session (cached notebooks make a rebuild quick); `ALPACA_FT_DOCS_BUILT=1` says
 scripts/test.sh has just built it. Screenshots land in `_docs/screenshot-*.png`."""
 from __future__ import annotations
-import functools, http.server, json, os, re, shutil, subprocess, sys, threading
+import functools, http.server, json, os, re, shutil, subprocess, sys, tempfile, threading
 import urllib.error, urllib.parse, urllib.request
 from pathlib import Path
 
@@ -81,6 +81,8 @@ def test_signatures_and_paths_as_a_reader_expects():
     assert docs.tidy_signature(md, None) == md  # no module: left as nbdev wrote it
     text = f'wrote {docs.NBS}/tmp/x.json and {docs.ROOT}/runs/a and {Path.home()}/.cache/b'
     assert docs.scrub_paths(text) == 'wrote tmp/x.json and runs/a and ~/.cache/b'
+    assert docs.scrub_paths(f'Adding directory to artifact ({tempfile.gettempdir()}/tmpk3x_9/data)') == \
+        'Adding directory to artifact ($TMP/data)'
 
 
 def test_nav_sections():
