@@ -130,7 +130,9 @@ def test_bf16_autocast_on_cpu(data, tmp_path):
 SYNCS = ('item', 'tolist', 'cpu', 'numpy', '__float__', '__int__', '__bool__', '__index__')
 
 
-@pytest.mark.xfail(reason='known regression since the issue 18 merge: the finite-loss guard adds a second host sync per step (stop-12 note); fold it into the one sync', strict=False)
+@pytest.mark.xfail(strict=False, reason=(
+    'known regression since the issue 18 merge: the finite-loss guard adds a second host sync '
+    'per step (stop-12 note); fold it into the one sync'))
 def test_one_host_sync_per_step(data, tmp_path, monkeypatch):
     "The loop reads numbers back from the device once per optimizer step (one .tolist() of the step's sums)."
     import alpaca_ft.train as T
@@ -532,7 +534,9 @@ def test_demo_loss_falls(tmp_path):
     assert f"eval token accuracy {evals[0]['eval_accuracy']:.1%} -> {evals[-1]['eval_accuracy']:.1%}" in out
 
 
-@pytest.mark.xfail(reason='known failure since the merge of the issue 15/18 branches: one of its cases no longer raises DataError (stop-12 note)', strict=False)
+@pytest.mark.xfail(strict=False, reason=(
+    'known failure since the merge of the issue 15/18 branches: one of its cases no longer '
+    'raises DataError (stop-12 note)'))
 def test_errors_name_what_to_use_instead(data, finished, tmp_path):
     "A run folder given to generate, a tokenizer folder gone since prepare, an answer longer than the context."
     from alpaca_ft.data import DataError
