@@ -293,9 +293,12 @@ class NonFiniteError(ValueError):
     "The training loss, or a weight, stopped being a finite number."
 
 def check_finite(model, step:int, loss:float|None=None, run_dir=None):
-    "Raise `NonFiniteError` naming `step` and the last good checkpoint when `loss` or a weight is not finite."
-    what = f'the training loss is {loss}' if loss is not None and not math.isfinite(loss) else None
-    if what is None:
+    """Raise `NonFiniteError` naming `step` and the last good checkpoint: `loss` given, when it is not finite
+    (a number already on the host: no device sync); no `loss`, when a trainable weight is not finite."""
+    if loss is not None:
+        if math.isfinite(loss): return
+        what = f'the training loss is {loss}'
+    else:
         params = [p for p in _unwrap(model).parameters() if p.requires_grad]
         if not params or torch.stack([p.detach().isfinite().all() for p in params]).all(): return
         what = 'a weight is not finite (inf or nan)'

@@ -130,9 +130,6 @@ def test_bf16_autocast_on_cpu(data, tmp_path):
 SYNCS = ('item', 'tolist', 'cpu', 'numpy', '__float__', '__int__', '__bool__', '__index__')
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    'known regression since the issue 18 merge: the finite-loss guard adds a second host sync '
-    'per step (stop-12 note); fold it into the one sync'))
 def test_one_host_sync_per_step(data, tmp_path, monkeypatch):
     "The loop reads numbers back from the device once per optimizer step (one .tolist() of the step's sums)."
     import alpaca_ft.train as T
