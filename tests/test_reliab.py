@@ -337,13 +337,10 @@ def test_an_overwrite_killed_while_setting_aside_is_finished_by_the_next(data, f
     assert status(run) == 'interrupted'
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    'known failure since the merge of the issue 15/17/18 branches: the message it matches '
-    'changed (stop-12 note)'))
 def test_a_run_folder_spelled_with_a_tilde_is_checked_where_written(data, finished, tmp_path, monkeypatch):
     "`--out ~/run`: one spelling checked, another written; now both are $HOME/run."
     monkeypatch.setenv('HOME', str(tmp_path))
     shutil.copytree(finished, tmp_path/'run')
-    with pytest.raises(FileExistsError, match='exists; pass --resume'):
+    with pytest.raises(FileExistsError, match='exists; pass resume=True'):
         train(cfg(data, '~/run', max_steps=1))
     assert status(tmp_path/'run') == 'finished'
