@@ -55,23 +55,38 @@ class _LongInt:
 def _kind(v) -> str:
     return f'an integer of {v.digits:,} digits' if isinstance(v, _LongInt) else type(v).__name__
 
-def _check_messages(msgs, src, where):
-    if not isinstance(msgs, list) or not msgs: _fail(src, "'messages' must be a non-empty list", **where)
-    for m in msgs:
-        if not (isinstance(m, dict) and isinstance(m.get('role'), str) and isinstance(m.get('content'), str)):
-            _fail(src, "each message needs string 'role' and 'content'", **where)
+# chat roles: `messages` use role/content; ShareGPT's `conversations` use from/value (human, gpt, system)
+_ROLES = {'messages': ('role', 'content', {'system': 'system', 'user': 'user', 'assistant': 'assistant'}),
+          'conversations': ('from', 'value', {'system': 'system', 'human': 'user', 'user': 'user',
+                                              'gpt': 'assistant', 'assistant': 'assistant'})}
+
+def _check_messages(row, src, where):
+    key = 'messages' if 'messages' in row else 'conversations'
+    role, text, names = _ROLES[key]
+    msgs = row[key]
+    if not isinstance(msgs, list) or not msgs: _fail(src, f"'{key}' must be a non-empty list", **where)
+    for k, m in enumerate(msgs):
+        if not (isinstance(m, dict) and isinstance(m.get(role), str) and isinstance(m.get(text), str)):
+            _fail(src, f"{key}[{k}] needs string '{role}' and '{text}'", **where)
+        if m[role] not in names:
+            _fail(src, f"{key}[{k}]: unknown {role} {m[role]!r} (expected one of {', '.join(names)})", **where)
+    msgs = [{'role': names[m[role]], 'content': m[text]} for m in msgs]
+    if all(m['role'] != 'assistant' for m in msgs): _fail(src, f"'{key}' has no assistant turn", **where)
     if msgs[-1]['role'] != 'assistant': _fail(src, "the last message must be the assistant's answer", **where)
-    if not msgs[-1]['content'].strip():
+    blank = [k for k, m in enumerate(msgs) if m['role'] == 'assistant' and not m['content'].strip()]
+    if blank and blank[-1] == len(msgs) - 1:
         _fail(src, "the assistant's answer (the last message) is empty", **where, err=EmptyField)
+    if blank: _fail(src, f"the assistant's answer {key}[{blank[0]}] is empty", **where, err=EmptyField)
     if not any(m['content'].strip() for m in msgs[:-1]):
         _fail(src, "no message before the assistant's answer has any text", **where, err=EmptyField)
-    return {'messages': [{'role': m['role'], 'content': m['content']} for m in msgs]}
+    return {'messages': msgs}
 
 def validate_row(row, src='<rows>', line=None, row_idx=None) -> dict:
     "Check one raw record and return it as `{instruction, input, output}` (or `{messages}` for chat rows)."
     where = dict(line=line, row=row_idx)
     if not isinstance(row, dict): _fail(src, f'expected an object, got {_kind(row)}', **where)
-    if 'messages' in row and 'instruction' not in row: return _check_messages(row['messages'], src, where)
+    if ('messages' in row or 'conversations' in row) and 'instruction' not in row:
+        return _check_messages(row, src, where)
     for k in ('instruction', 'output'):
         if k not in row or row[k] is None: _fail(src, f"missing field '{k}'", **where)
     out = {}
