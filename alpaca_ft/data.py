@@ -69,7 +69,8 @@ def _check_messages(row, src, where):
         if not (isinstance(m, dict) and isinstance(m.get(role), str) and isinstance(m.get(text), str)):
             _fail(src, f"{key}[{k}] needs string '{role}' and '{text}'", **where)
         if m[role] not in names:
-            _fail(src, f"{key}[{k}]: unknown {role} {m[role]!r} (expected one of {', '.join(names)})", **where)
+            known = ', '.join(names)
+            _fail(src, f"{key}[{k}]: unknown {role} {m[role]!r} (expected one of {known})", **where)
     msgs = [{'role': names[m[role]], 'content': m[text]} for m in msgs]
     if all(m['role'] != 'assistant' for m in msgs): _fail(src, f"'{key}' has no assistant turn", **where)
     if msgs[-1]['role'] != 'assistant': _fail(src, "the last message must be the assistant's answer", **where)

@@ -113,7 +113,8 @@ def chat_turns(
         # where the answer starts: after the prompt the template writes for a reply
         before = _render(tokenizer, messages[:k], generation=True)
         # where the turn ends: the conversation cut after it, less trailing space
-        cut = text if k == len(messages) - 1 else _render(tokenizer, messages[: k + 1])
+        last = k == len(messages) - 1
+        cut = text if last else _render(tokenizer, messages[: k + 1])
         if not (text.startswith(before) and text.startswith(cut)):
             raise ValueError(
                 f'the chat template renders message {k} differently once the'

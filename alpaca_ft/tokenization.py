@@ -5,6 +5,7 @@
 # %% ../nbs/02_tokenization.ipynb #80c3a3dc
 from __future__ import annotations
 import hashlib, html, json, os, re, shutil, tempfile
+from collections.abc import Sized
 from pathlib import Path
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from .data import SAMPLE_DATA, DataError, load_rows, shared_path
@@ -222,11 +223,12 @@ def _token_span(enc, i: int, start: int, end: int) -> tuple[int, int]:
     ("Tokens `[first, last + 1)` of example `i` of `enc` that hold characters "
      "`start` to `end`; a token straddling either edge is in.")
     inside = range(start, end)
-    first = next((t for c in inside if (t := enc.char_to_token(i, c)) is not None), None)
+    tokens = (enc.char_to_token(i, c) for c in inside)
+    first = next((t for t in tokens if t is not None), None)
     if first is None:  # no token holds these characters (dropped by a normalizer)
         return 0, 0
-    last = next(t for c in reversed(inside) if (t := enc.char_to_token(i, c)) is not None)
-    return first, last + 1
+    tokens = (enc.char_to_token(i, c) for c in reversed(inside))
+    return first, next(t for t in tokens if t is not None) + 1
 
 
 def tokenize_chats(
@@ -236,11 +238,13 @@ def tokenize_chats(
     train_on_inputs: bool = False,
 ) -> dict:
     ("Token ids of each conversation as its chat template renders it, and labels: "
-     "every assistant turn trained, marker included (`train_turns='last'`: the last).")
+     "every assistant turn trained, end marker in (`train_turns='last'`: the last).")
     check_train_turns(train_turns)
-    if isinstance(conversations, (str, dict)) or not hasattr(conversations, '__len__'):
-        raise TypeError('conversations must be a list of message lists, got a '
-                        f'{type(conversations).__name__}')
+    if isinstance(conversations, (str, dict)) or not isinstance(conversations, Sized):
+        raise TypeError(
+            'conversations must be a list of message lists, got a'
+            f' {type(conversations).__name__}'
+        )
     texts, spans = [], []
     for k, messages in enumerate(conversations):
         try:
