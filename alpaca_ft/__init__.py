@@ -17,6 +17,7 @@ _API = {
     # tokens, split, packs, batches (02-05)
     'load_tokenizer': ('tokenization', 'load_tokenizer'),
     'tokenize_examples': ('tokenization', 'tokenize_examples'),
+    'tokenize_chats': ('tokenization', 'tokenize_chats'),
     'split_indices': ('split', 'split_indices'), 'limit_length': ('packing', 'limit_length'),
     'pack': ('packing', 'pack'), 'unpack': ('packing', 'unpack'),
     'pad_batch': ('batching', 'pad_batch'), 'collate': ('batching', 'collate'),
