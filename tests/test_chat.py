@@ -1,5 +1,5 @@
-"""Multi-turn chat rows: each conversation rendered once by its chat template, every assistant turn trained with
-the end-of-turn marker the template writes (no EOS appended), checked on real templates built offline."""
+"""Multi-turn chat rows: each conversation rendered once by its chat template, every assistant turn
+trained with the end-of-turn marker the template writes (no EOS appended), on real templates built offline."""
 import contextlib, io, json, logging, os
 from pathlib import Path
 import pytest
@@ -20,15 +20,18 @@ LLAMA3 = ("{% set loop_messages = messages %}{% for message in loop_messages %}{
           "'<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}"
           "{{ content }}{% endfor %}{% if add_generation_prompt %}"
           "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
-GEMMA = ("{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
-         "{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
-         "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+ALTERNATE = ("{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+             "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+             "{% endif %}")
+GEMMA = ("{{ bos_token }}{% if messages[0]['role'] == 'system' %}"
+         "{{ raise_exception('System role not supported') }}{% endif %}"
+         "{% for message in messages %}" + ALTERNATE +
          "{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}"
-         "{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | "
+         "{% set role = message['role'] %}{% endif %}"
+         "{{ '<start_of_turn>' + role + '\n' + message['content'] | "
          "trim + '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}"
          "{% endif %}")
-MISTRAL = ("{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
-           "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+MISTRAL = ("{{ bos_token }}{% for message in messages %}" + ALTERNATE +
            "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
            "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}{% else %}"
            "{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}")
@@ -45,7 +48,8 @@ TEMPLATES = {
 
 def shared(rel: str) -> Path:
     root = Path(os.environ.get('ALPACA_FT_SHARED', REPO.parent/'shared'))
-    if not (root/rel).exists(): pytest.skip(f'{root/rel} not found (set ALPACA_FT_SHARED to the shared/ folder)')
+    if not (root/rel).exists():
+        pytest.skip(f'{root/rel} not found (set ALPACA_FT_SHARED to the shared/ folder)')
     return root/rel
 
 
@@ -63,7 +67,8 @@ def templated(base: str, name: str):
     if bos:  # the tokenizer puts this BOS in front, as Llama 3's and Gemma's do
         tok.bos_token = bos
         tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
-            single=f'{bos} $A', pair=f'{bos} $A {bos} $B', special_tokens=[(bos, tok.convert_tokens_to_ids(bos))])
+            single=f'{bos} $A', pair=f'{bos} $A {bos} $B',
+            special_tokens=[(bos, tok.convert_tokens_to_ids(bos))])
     if eos: tok.eos_token = eos
     tok.chat_template = template
     return tok
@@ -203,7 +208,8 @@ def test_smollm2_chat_keeps_its_first_im_start_and_trains_every_im_end():
     out = tokenize_chats([msgs], tok)
     ids, labels = out['input_ids'][0], out['labels'][0]
     assert ids[0] == tok.convert_tokens_to_ids('<|im_start|>')
-    assert trained_runs(ids, labels, tok) == [m['content'] + '<|im_end|>' for m in msgs if m['role'] == 'assistant']
+    answers = [m['content'] for m in msgs if m['role'] == 'assistant']
+    assert trained_runs(ids, labels, tok) == [a + '<|im_end|>' for a in answers]
     assert ids == tok.apply_chat_template(msgs, tokenize=True, return_dict=True)['input_ids']
 
 
@@ -230,7 +236,8 @@ def test_sharegpt_rows_are_read_as_messages():
      "conversations[1]: unknown from 'bot' (expected one of system, human, user, gpt, assistant)"),
     ({'messages': [{'role': 'user', 'content': 'Hi'}, {'role': 'model', 'content': 'Yo'}]}, DataError,
      "messages[1]: unknown role 'model' (expected one of system, user, assistant)"),
-    ({'conversations': [{'from': 'system', 'value': 'Be kind.'}, {'from': 'human', 'value': 'Hi'}]}, DataError,
+    ({'conversations': [{'from': 'system', 'value': 'Be kind.'}, {'from': 'human', 'value': 'Hi'}]},
+     DataError,
      "'conversations' has no assistant turn"),
     ({'conversations': [{'from': 'human', 'value': 'Hi'}, {'from': 'gpt', 'value': ' '},
                         {'from': 'human', 'value': 'Hm?'}, {'from': 'gpt', 'value': 'Yes.'}]}, EmptyField,
@@ -249,8 +256,8 @@ def test_a_bad_chat_row_is_one_line_exit_2_from_the_command(tmp_path):
     bad = {'conversations': [{'from': 'human', 'value': 'Hi'}, {'from': 'bot', 'value': 'Yo'}]}
     p.write_text(json.dumps(SHAREGPT) + '\n' + json.dumps(bad) + '\n', encoding='utf-8')
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err := io.StringIO()):
-        rc = main(['prepare', str(p), '--template', 'chat', '--out', str(tmp_path/'out'), '--wandb', 'disabled',
-                   '--no-progress'])
+        rc = main(['prepare', str(p), '--template', 'chat', '--out', str(tmp_path/'out'),
+                   '--wandb', 'disabled', '--no-progress'])
     lines = err.getvalue().strip().splitlines()
     assert rc == 2 and len(lines) == 1, err.getvalue()
     assert lines[0] == f"alpaca_ft prepare: error: {p}, line 2: conversations[1]: unknown from 'bot' " \
@@ -313,3 +320,33 @@ def test_prepare_refuses_an_unknown_train_turns_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="train_turns must be 'all' or 'last'"):
         prepare_dataset(chat_rows(), tmp_path/'out', template='chat', train_turns='every', progress=False)
     assert not (tmp_path/'out').exists()
+
+
+@pytest.mark.parametrize('base,name', CASES)
+def test_the_inference_prompt_is_the_start_of_the_trained_tokens(base, name):
+    "What `generate` is prompted with (`render(row, 'chat')`) is what is trained before the last answer."
+    tok = templated(base, name)
+    msgs = three_turns(system=TEMPLATES[name][5])
+    prompt, answer = render({'messages': msgs}, 'chat', tok)
+    assert answer == msgs[-1]['content']
+    ids, labels = (x[0] for x in tokenize_chats([msgs], tok, train_turns='last').values())
+    n = labels.index(next(l for l in labels if l != -100))
+    assert tok.decode(tok(prompt)['input_ids']) == tok.decode(ids[:n])
+    # token for token too, except where GPT-2's pre-tokenizer splits '\n\n' before a word but not at the end
+    # of a text (Llama 3's own pre-tokenizer keeps it whole in both places)
+    if (base, name) != ('tiny', 'llama3'):
+        assert tok(prompt)['input_ids'] == ids[:n]
+
+
+def test_a_bos_the_tokenizer_does_not_add_stays_in_the_text():
+    "SmolLM2's BOS is <|im_start|>, which its tokenizer does not put in front: the text must keep it."
+    tok = templated('tiny', 'chatml')
+    tok.bos_token = '<|im_start|>'
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(single='$A', pair='$A $B',
+                                                                         special_tokens=[])
+    msgs = three_turns(system=True)
+    want = '<|im_start|>system\nAnswer briefly.<|im_end|>\n<|im_start|>assistant\n'
+    assert chat_prompt(msgs[:1], tok) == want
+    ids = tokenize_chats([msgs], tok)['input_ids'][0]
+    assert ids == tok(tok.apply_chat_template(msgs, tokenize=False))['input_ids']
+    assert ids[0] == tok.bos_token_id
