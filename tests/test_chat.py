@@ -350,3 +350,21 @@ def test_a_bos_the_tokenizer_does_not_add_stays_in_the_text():
     ids = tokenize_chats([msgs], tok)['input_ids'][0]
     assert ids == tok(tok.apply_chat_template(msgs, tokenize=False))['input_ids']
     assert ids[0] == tok.bos_token_id
+
+
+@pytest.mark.parametrize('name', ['chatml', 'llama3', 'gemma', 'mistral'])
+def test_generation_stops_at_the_marker_the_template_ends_a_turn_with(name):
+    "A model trained on a chat template writes its end-of-turn marker; generation must stop there, not run on."
+    import torch
+    from alpaca_ft.generate import generate, stop_ids
+    from alpaca_ft.model import tiny_llama
+    tok = templated('tiny', name)
+    end = tok.convert_tokens_to_ids(marker(tok, name))
+    assert stop_ids(tok)[0] == tok.eos_token_id and end in stop_ids(tok)
+    model = tiny_llama(len(tok)).eval()
+    model.lm_head = torch.nn.Linear(model.config.hidden_size, len(tok), bias=True)
+    with torch.no_grad():  # a head that always writes the end-of-turn marker
+        model.lm_head.weight.zero_(); model.lm_head.bias.zero_(); model.lm_head.bias[end] = 1.0
+    calls = []  # one forward pass a generated token: the marker (skipped in the text) must end it at once
+    model.register_forward_hook(lambda *a: calls.append(1))
+    assert generate(model, tok, ['Hello'], max_new_tokens=20) == [''] and len(calls) == 1
