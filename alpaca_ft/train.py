@@ -33,14 +33,15 @@ from .tracking import (WANDB_MODES, artifact_name, artifact_record, check_wandb,
 logger = logging.getLogger('alpaca_ft')
 
 # %% auto #0
-__all__ = ['logger', 'PRECISIONS', 'STEP_SUMS', 'RUN_MARKER', 'REPLACED', 'train', 'TrainConfig', 'check_config', 'load_prepared',
-           'check_tokenizer', 'token_loss', 'step_grads', 'pack_isolation_error', 'build_optimizer', 'build_scheduler',
-           'lr_schedule_plot', 'checkpoint_step', 'list_checkpoints', 'latest_checkpoint', 'prune_checkpoints',
-           'NonFiniteError', 'check_finite', 'save_checkpoint', 'read_checkpoint', 'find_checkpoint', 'run_identity',
-           'check_same_run', 'autocast_dtype', 'device_ids', 'init_distributed', 'evaluate', 'check_run_dir',
-           'run_lock', 'signals_deferred', 'set_aside_run', 'write_run_info', 'build_data', 'build_model',
-           'step_batches', 'train_step', 'should_eval', 'should_save', 'log_step', 'resume', 'start_tracking', 'finish',
-           'log_metrics', 'sample_answers', 'fit', 'FineTuneResult', 'fine_tune']
+__all__ = ['logger', 'PRECISIONS', 'PREPARED_COLUMNS', 'STEP_SUMS', 'RUN_MARKER', 'REPLACED', 'train', 'TrainConfig',
+           'check_config', 'load_prepared', 'prepared_tokenizer', 'in_memory_data', 'check_tokenizer', 'token_loss',
+           'step_grads', 'pack_isolation_error', 'build_optimizer', 'build_scheduler', 'lr_schedule_plot',
+           'checkpoint_step', 'list_checkpoints', 'latest_checkpoint', 'prune_checkpoints', 'NonFiniteError',
+           'check_finite', 'save_checkpoint', 'read_checkpoint', 'find_checkpoint', 'run_identity', 'check_same_run',
+           'autocast_dtype', 'device_ids', 'init_distributed', 'evaluate', 'check_run_dir', 'run_lock',
+           'signals_deferred', 'set_aside_run', 'write_run_info', 'build_data', 'build_model', 'step_batches',
+           'train_step', 'should_eval', 'should_save', 'log_step', 'resume', 'start_tracking', 'finish', 'log_metrics',
+           'sample_answers', 'fit', 'FineTuneResult', 'fine_tune']
 
 # %% ../nbs/12_train.ipynb #0f31bdfc
 PRECISIONS = ('auto', 'bf16', 'fp32')
@@ -52,7 +53,8 @@ def _opt(default, help:str, **kw):
 @dataclass
 class TrainConfig:
     "Every setting of a training run (checked when built); the command line has one option per field."
-    data_dir: str = field(metadata={'help': 'output folder of alpaca_ft prepare'})
+    data_dir: str|None = field(metadata={'help': 'output folder of alpaca_ft prepare (None in Python: the '
+                                              'prepared datasets are given to fine_tune instead)'})
     out: str = field(metadata={'help': 'run folder: metrics, eval predictions, checkpoints, final model'})
     model: str|None = _opt(None, "hub id or folder (default: a tiny random Llama for the data's tokenizer)")
     epochs: int = _opt(3, 'passes over the train split (unless --max-steps is given)')
@@ -126,7 +128,8 @@ def check_config(cfg:TrainConfig):
     from alpaca_ft.lora import check_lora_config
     check_lora_config(cfg)
     if cfg.resume and cfg.overwrite: raise ValueError('give resume or overwrite, not both')
-    if not str(cfg.data_dir) or not str(cfg.out): raise ValueError('data_dir and out must be folder names')
+    if (cfg.data_dir is not None and not str(cfg.data_dir)) or not str(cfg.out):
+        raise ValueError('data_dir and out must be folder names')
 
 # %% ../nbs/12_train.ipynb #6a870dca
 def load_prepared(data_dir) -> tuple:
@@ -145,6 +148,58 @@ def load_prepared(data_dir) -> tuple:
         raise DataError(f'{d}: the train split has no label tokens (every response was cut off: '
                         'prepare with a larger max_seq_len)')
     return manifest, train_ds, eval_ds
+
+def prepared_tokenizer(data_dir, manifest:dict):
+    "The tokenizer a `prepare` output was made with (its copy in the folder; older ones: the path named)."
+    tok_path = Path(data_dir)/manifest['tokenizer_dir'] if manifest.get('tokenizer_dir') else None
+    old = tok_path is None and Path(manifest['tokenizer']).is_absolute()  # before prepare copied it in
+    if old and not Path(manifest['tokenizer']).is_dir():
+        raise DataError(f"{Path(data_dir)/'manifest.json'}: its tokenizer folder {manifest['tokenizer']} "
+                        'no longer exists (moved or deleted since prepare)')
+    return load_tokenizer(str(tok_path or manifest['tokenizer']))
+
+PREPARED_COLUMNS = ('input_ids', 'labels', 'position_ids')  # what the loop reads of a prepared dataset
+
+def _dataset_stats(name:str, ds, vocab:int) -> dict:
+    "Check the prepared `datasets.Dataset` argument `name`; its longest row, label tokens and fingerprint."
+    import datasets, pyarrow.compute as pc
+    if not isinstance(ds, datasets.Dataset):
+        raise TypeError(f'{name} must be a datasets.Dataset with the columns prepare_dataset writes '
+                        f'({", ".join(PREPARED_COLUMNS)}), got a {type(ds).__name__}')
+    missing = [c for c in PREPARED_COLUMNS if c not in ds.column_names]
+    if missing:
+        raise ValueError(f'{name} lacks the column(s) {", ".join(missing)} (it has {", ".join(ds.column_names)}; '
+                         f'prepare_dataset writes {", ".join(PREPARED_COLUMNS)})')
+    for c in PREPARED_COLUMNS:
+        inner = getattr(ds.features[c], 'feature', None)
+        if not (isinstance(inner, datasets.Value) and 'int' in inner.dtype):
+            raise TypeError(f'{name}: column {c} must hold lists of integers, got {ds.features[c]}')
+    if len(ds) == 0: raise ValueError(f'{name} has no rows')
+    t = ds.select_columns(list(PREPARED_COLUMNS)).with_format('arrow')[:]
+    lens = [pc.list_value_length(t[c]) for c in PREPARED_COLUMNS]
+    if not all(pc.all(pc.equal(lens[0], n)).as_py() for n in lens[1:]):
+        raise ValueError(f'{name}: in some row input_ids, labels and position_ids differ in length')
+    ids = pc.list_flatten(t['input_ids'])
+    if pc.min(ids).as_py() < 0 or pc.max(ids).as_py() >= vocab:
+        raise ValueError(f'{name}: token ids outside the tokenizer\'s {vocab} (was it prepared with another '
+                         'tokenizer?)')
+    n_label = pc.sum(pc.not_equal(pc.list_flatten(t['labels']), -100)).as_py() or 0
+    return {'rows': len(ds), 'max_len': pc.max(lens[0]).as_py(), 'label_tokens': n_label,
+            'fingerprint': ds._fingerprint}
+
+def in_memory_data(train_dataset, eval_dataset, tokenizer) -> tuple:
+    "Manifest, datasets and tokenizer of prepared datasets given in memory, checked like `load_prepared`."
+    from alpaca_ft.prepare import load_data_tokenizer, tokenizer_fingerprint
+    tok = load_data_tokenizer(tokenizer)
+    train, ev = (_dataset_stats(n, ds, len(tok)) for n, ds in
+                 (('train_dataset', train_dataset), ('eval_dataset', eval_dataset)))
+    if train['label_tokens'] == 0: raise ValueError('train_dataset has no label tokens (every label is -100)')
+    manifest = {'tokenizer': tok.name_or_path, 'tokenizer_fingerprint': tokenizer_fingerprint(tok),
+                'vocab_size': len(tok), 'eos_token_id': tok.eos_token_id, 'pad_token_id': tok.pad_token_id,
+                'template': None, 'max_seq_len': max(train['max_len'], ev['max_len']),
+                'splits': {'train': train, 'eval': ev},  # the fingerprints say which data a run trained on
+                'fingerprint': f"datasets:{train['fingerprint']}+{ev['fingerprint']}"}
+    return manifest, train_dataset, eval_dataset, tok
 
 # %% ../nbs/12_train.ipynb #08f4dccd
 def check_tokenizer(data_tok, manifest:dict, model, model_dir=None):
@@ -429,7 +484,8 @@ def check_run_dir(cfg:TrainConfig) -> str:
                                   f'(the old run is in {out/REPLACED}); run the --overwrite again')
         if not ours: raise FileExistsError(f'{out}: nothing to resume (no {RUN_MARKER} in it)')
         return 'resume'
-    if out.resolve().is_relative_to(Path(cfg.data_dir).resolve()):  # prepare --overwrite would delete the run
+    inside = cfg.data_dir is not None and out.resolve().is_relative_to(Path(cfg.data_dir).resolve())
+    if inside:  # prepare_dataset(overwrite=True) would delete the run
         raise FileExistsError(f'{out}: a run folder cannot be inside the data folder {cfg.data_dir}')
     if not out.exists() or not any(p.name != '.lock' for p in out.iterdir()): return 'new'
     if not cfg.overwrite:
@@ -437,7 +493,7 @@ def check_run_dir(cfg:TrainConfig) -> str:
                               'replace it')
     cut = not (out/RUN_MARKER).is_file() and (out/REPLACED/RUN_MARKER).is_file()  # --overwrite cut short
     check_replaceable(out, overwrite=True, marker=f'{REPLACED}/{RUN_MARKER}' if cut else RUN_MARKER)
-    if Path(cfg.data_dir).resolve().is_relative_to(out.resolve()):
+    if cfg.data_dir is not None and Path(cfg.data_dir).resolve().is_relative_to(out.resolve()):
         raise FileExistsError(f'{out}: not replaced: it holds the data folder {cfg.data_dir}')
     return 'replace'
 
@@ -612,8 +668,9 @@ def resume(state:dict, folder:Path, opt, identity:dict, total:int) -> tuple[int,
     _set_rng_states(state['rng'])
     return step, warmup_steps
 
-def _dataset_artifact(data_dir:Path, manifest:dict) -> dict:
+def _dataset_artifact(data_dir:Path|None, manifest:dict) -> dict:
     "Name and digest of the W&B dataset artifact `prepare` logged for `data_dir` (what the run trains on)."
+    if data_dir is None: return {'name': None, 'digest': None, 'fingerprint': manifest['fingerprint']}
     f = Path(data_dir)/'wandb_artifact.json'
     art = json.loads(f.read_text(encoding='utf-8')) if f.is_file() else manifest.get('wandb_artifact') or {}
     return {'name': art.get('name', f'{Path(data_dir).name}_packed'), 'digest': art.get('digest'),
@@ -623,7 +680,8 @@ def start_tracking(cfg:TrainConfig, run_dir:Path, manifest:dict, dataset:dict):
     "A W&B run (None when disabled) that records the dataset artifact it trains on."
     run = init_run(cfg.wandb, cfg.wandb_project, job_type='train', dir=run_dir,
                    config={**asdict(cfg), 'data': manifest, 'dataset_artifact': dataset})
-    if run is not None and cfg.wandb == 'online': run.use_artifact(f"{dataset['name']}:latest")
+    if run is not None and cfg.wandb == 'online' and dataset['name']:
+        run.use_artifact(f"{dataset['name']}:latest")
     if run is not None: run.summary['dataset_artifact'] = dataset  # offline too (no use_artifact there)
     return run
 
@@ -680,7 +738,7 @@ def sample_answers(model, tokenizer, rows:list[dict], template:str, cfg:TrainCon
     model.train()
 
 # %% ../nbs/12_train.ipynb #2e7d3a6a
-def fit(cfg:TrainConfig, run_dir:Path, on_step=None, base_model=None) -> dict:
+def fit(cfg:TrainConfig, run_dir:Path, on_step=None, base_model=None, data:tuple|None=None) -> dict:
     "The run itself, written to `run_dir`: build, resume, loop, finish; returns the last metrics line."
     rank, world, device = init_distributed()
     main, run_dir = rank == 0, Path(run_dir)
@@ -689,22 +747,20 @@ def fit(cfg:TrainConfig, run_dir:Path, on_step=None, base_model=None) -> dict:
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     # build: data, model, optimizer, schedule
-    manifest, train_ds, eval_ds = load_prepared(cfg.data_dir)
-    tok_path = Path(cfg.data_dir)/manifest['tokenizer_dir'] if manifest.get('tokenizer_dir') else None
-    old = tok_path is None and Path(manifest['tokenizer']).is_absolute()  # before prepare copied it in
-    if old and not Path(manifest['tokenizer']).is_dir():
-        raise DataError(f"{Path(cfg.data_dir)/'manifest.json'}: its tokenizer folder {manifest['tokenizer']} "
-                        'no longer exists (moved or deleted since prepare)')
-    tok = load_tokenizer(str(tok_path or manifest['tokenizer']))  # checkpoints and final/ get a copy
+    if data is None:  # a prepared folder (else: `in_memory_data`'s manifest, datasets and tokenizer)
+        manifest, train_ds, eval_ds = load_prepared(cfg.data_dir)
+        tok = prepared_tokenizer(cfg.data_dir, manifest)  # checkpoints and final/ get a copy
+    else: manifest, train_ds, eval_ds, tok = data
+    where = Path(cfg.data_dir)/'manifest.json' if data is None else 'train_dataset'
     folder, state = find_checkpoint(run_dir, set_aside=main) if cfg.resume else (None, None)
     if cfg.resume and state is None and main:
         logger.info(f'{run_dir}: no checkpoint to resume; starting at step 0')
     model = build_model(cfg, tok, manifest, device, folder, base_model)
     context = getattr(model.config, 'max_position_embeddings', None)  # every length is checked against it
     if context and manifest['max_seq_len'] > context:
-        raise DataError(f"{Path(cfg.data_dir)/'manifest.json'}: sequences of up to {manifest['max_seq_len']} "
-                        f'tokens, but the model attends to {context} positions: prepare the data again with '
-                        f'--max-seq-len {context} or less')
+        raise DataError(f"{where}: sequences of up to {manifest['max_seq_len']} tokens, but the model "
+                        f'attends to {context} positions: prepare the data again with max_seq_len={context} '
+                        'or less')
     train_dl, eval_dl = build_data(cfg, manifest, train_ds, eval_ds, rank, world, device)
     steps_per_epoch = math.ceil(len(train_dl) / cfg.grad_accum)
     total = cfg.max_steps or cfg.epochs * steps_per_epoch
@@ -716,7 +772,7 @@ def fit(cfg:TrainConfig, run_dir:Path, on_step=None, base_model=None) -> dict:
     if state is not None: step, warmup_steps = resume(state, folder, opt, identity, total)
     sched = build_scheduler(opt, warmup_steps, total, step)
     amp, impl, template = autocast_dtype(cfg.precision, device), cfg.attn_implementation, manifest['template']
-    eval_rows = read_jsonl(Path(cfg.data_dir)/'eval.jsonl')[:cfg.n_eval_samples]
+    eval_rows = read_jsonl(Path(cfg.data_dir)/'eval.jsonl')[:cfg.n_eval_samples] if data is None else []
     prompts = [render(r, template, tok)[0] for r in eval_rows]
     check_context(model, tok, prompts, cfg.max_new_tokens)  # eval answers fit: checked now, not at the end
     if main and eval_rows: predict_rows(model, tok, eval_rows[:1], template, 1)  # fails now, not at the end
@@ -726,7 +782,7 @@ def fit(cfg:TrainConfig, run_dir:Path, on_step=None, base_model=None) -> dict:
     metrics = [m for m in metrics if m['step'] <= step]  # what the checkpoint's run had logged
     info = {'made_by': 'alpaca_ft train', 'status': 'running', 'config': asdict(cfg), 'final': None,
             'template': template,
-            'data': {'dir': str(Path(cfg.data_dir).resolve()), 'fingerprint': manifest['fingerprint']},
+            'data': _data_record(cfg.data_dir, manifest),
             'dataset_artifact': _dataset_artifact(cfg.data_dir, manifest), 'model_artifact': None}
     # W&B starts before run.json is written: a run that cannot log leaves nothing behind (see train)
     run = start_tracking(cfg, run_dir, manifest, info['dataset_artifact']) if main else None
@@ -777,6 +833,14 @@ def fit(cfg:TrainConfig, run_dir:Path, on_step=None, base_model=None) -> dict:
     if world > 1: dist.barrier()
     return metrics[-1]
 
+def _data_record(data_dir, manifest:dict) -> dict:
+    "What run.json says the run trained on: the prepared folder, or the datasets given in memory."
+    fp = manifest['fingerprint']
+    if data_dir is not None: return {'dir': str(Path(data_dir).resolve()), 'fingerprint': fp}
+    keep = ('fingerprint', 'rows', 'label_tokens')
+    return {'dir': None, 'fingerprint': fp,
+            'in_memory': {name: {k: s[k] for k in keep} for name, s in manifest['splits'].items()}}
+
 def _stopped(run_dir:Path, aside:Path|None, e:BaseException):
     "After `fit` stopped with `e`: a run that had started is marked so; one that had not leaves no trace."
     if (run_dir/RUN_MARKER).is_file():  # started (new, replacing) or resumed
@@ -804,10 +868,15 @@ def fine_tune(
     config:TrainConfig|None=None,  # the run's settings; or give them as keywords (`data_dir=..., out=...`)
     on_step=None,                  # called as `on_step(step, metrics)` after each step; True stops the run
     model=None,                    # a transformers model object to fine-tune in place (else `config.model`)
+    train_dataset=None,            # prepared rows in memory (a `datasets.Dataset`), instead of `data_dir`
+    eval_dataset=None,             # the eval rows that go with `train_dataset`
+    tokenizer=None,                # what `train_dataset` was tokenized with: object, name or folder
+                                   # (default: `config.model`'s)
     **settings,                    # `TrainConfig` fields, applied over `config`
 ) -> FineTuneResult:
     "Fine-tune a causal LM on a `prepare_dataset` output; the caller's RNGs and progress bars are kept."
-    if config is None: config = TrainConfig(**settings)
+    in_memory = train_dataset is not None or eval_dataset is not None
+    if config is None: config = TrainConfig(**({'data_dir': None, **settings} if in_memory else settings))
     elif not isinstance(config, TrainConfig):
         raise TypeError(f'config must be a TrainConfig, got a {type(config).__name__}')
     elif settings: config = dataclasses.replace(config, **settings)
@@ -818,11 +887,25 @@ def fine_tune(
         if config.model is not None: raise ValueError('give model (an object) or config.model, not both')
     cfg = config
     check_config(cfg)
+    data = None
+    if in_memory:
+        if cfg.data_dir is not None:
+            raise ValueError('give data_dir (a prepared folder) or train_dataset and eval_dataset, not both')
+        for name, ds in (('train_dataset', train_dataset), ('eval_dataset', eval_dataset)):
+            if ds is None: raise ValueError(f'{name} is None: give train_dataset and eval_dataset together')
+        tokenizer = tokenizer if tokenizer is not None else cfg.model
+        if tokenizer is None: raise ValueError('tokenizer is None: give the tokenizer train_dataset was '
+                                               'prepared with (an object, a hub id or a folder)')
+        data = in_memory_data(train_dataset, eval_dataset, tokenizer)
+    elif cfg.data_dir is None:
+        raise ValueError('data_dir is None: give a prepared folder, or train_dataset and eval_dataset')
+    elif tokenizer is not None:
+        raise ValueError('tokenizer goes with train_dataset; a prepared folder has its own')
     check_wandb(cfg.wandb, cfg.wandb_project)
     mode = check_run_dir(cfg)  # refused before the lock makes the folder
     rng, was_training = _rng_states(), model.training if model is not None else None
     try:
-        with hf_progress_bars(False), kept_environ(): metrics = _train(cfg, on_step, model, mode)
+        with hf_progress_bars(False), kept_environ(): metrics = _train(cfg, on_step, model, mode, data)
     finally:  # fit seeds the global generators; the caller gets theirs back
         _set_rng_states(rng)
         if model is not None: model.train(was_training)
@@ -831,13 +914,13 @@ def fine_tune(
     done = info.get('status') == 'finished'
     return FineTuneResult(metrics, out, out/'final' if done and (out/'final').is_dir() else None, model)
 
-def _train(cfg:TrainConfig, on_step, model, mode:str) -> dict:
+def _train(cfg:TrainConfig, on_step, model, mode:str, data=None) -> dict:
     out = normal_path(cfg.out)
-    if int(os.environ.get('RANK', 0)) != 0: return fit(cfg, out, on_step, model)  # rank 0 writes, locked
+    if int(os.environ.get('RANK', 0)) != 0: return fit(cfg, out, on_step, model, data)  # rank 0 writes
     with run_lock(out):  # every writer of a run folder holds it: new, resumed and replacing runs alike
         mode = check_run_dir(cfg)  # again: the folder is ours alone now
         aside = set_aside_run(out) if mode == 'replace' else None
-        try: last = fit(cfg, out, on_step, model)
+        try: last = fit(cfg, out, on_step, model, data)
         except BaseException as e:
             with signals_deferred(): _stopped(out, aside, e)  # a second Ctrl-C cannot cut the record short
             raise
