@@ -208,7 +208,7 @@ def check_tokenizer(data_tok, manifest:dict, model, model_dir=None):
     vocab, fp = len(data_tok), tokenizer_fingerprint(data_tok)
     if manifest.get('tokenizer_fingerprint', fp) != fp:
         raise DataError(f"{manifest['tokenizer']}: not the tokenizer the data was prepared with (it changed "
-                        'since): run alpaca_ft prepare again')
+                        'since): prepare the data again')
     if model_dir is not None and Path(model_dir, 'tokenizer_config.json').is_file():
         if tokenizer_fingerprint(load_tokenizer(str(model_dir))) != fp:
             raise DataError(f'{model_dir}: its tokenizer differs from the one the data was prepared with '
@@ -360,7 +360,7 @@ def check_finite(model, step:int, loss:float|None=None, run_dir=None):
     last = latest_checkpoint(run_dir) if run_dir is not None else None
     kept = f'the last good checkpoint, {last}, is kept' if last else 'no checkpoint was saved before it'
     raise NonFiniteError(f'step {step}: {what}; training stopped, nothing of this step was saved ({kept}); '
-                         'lower --lr or --weight-decay, then --resume or --overwrite')
+                         'lower the learning rate (lr) or weight_decay, then resume=True or overwrite=True')
 
 def save_checkpoint(folder:Path, model, optimizer, step:int, run:dict, tokenizer=None):
     "Write a checkpoint atomically: model (safetensors), tokenizer, optimizer, step, run, RNG states."
@@ -480,8 +480,8 @@ def check_run_dir(cfg:TrainConfig) -> str:
     if out.exists() and not out.is_dir(): raise FileExistsError(f'{out} exists and is not a folder')
     if cfg.resume:
         if not ours and (out/REPLACED/RUN_MARKER).is_file():
-            raise FileExistsError(f'{out}: nothing to resume: an --overwrite was stopped before its run began '
-                                  f'(the old run is in {out/REPLACED}); run the --overwrite again')
+            raise FileExistsError(f'{out}: nothing to resume: a run with overwrite=True was stopped before it '
+                                  f'began (the old run is in {out/REPLACED}); run it again with overwrite=True')
         if not ours: raise FileExistsError(f'{out}: nothing to resume (no {RUN_MARKER} in it)')
         return 'resume'
     inside = cfg.data_dir is not None and out.resolve().is_relative_to(Path(cfg.data_dir).resolve())
@@ -544,7 +544,7 @@ def set_aside_run(run_dir) -> Path:
         if aside.is_dir() and _run_status(run_dir) == 'finished': shutil.rmtree(aside)  # killed at its end
         if aside.is_dir() and (run_dir/RUN_MARKER).is_file():  # an unfinished replacement: replaced now
             logging.getLogger('alpaca_ft').warning(
-                f'{run_dir}: replacing the unfinished run of an earlier --overwrite; the run it replaced '
+                f'{run_dir}: replacing the unfinished run of an earlier overwrite=True; the run it replaced '
                 f'stays in {aside} until this one finishes')
             for p in run_dir.iterdir():
                 if p.name not in keep: _remove(p)
@@ -849,7 +849,7 @@ def _stopped(run_dir:Path, aside:Path|None, e:BaseException):
             status = 'interrupted' if isinstance(e, KeyboardInterrupt) else 'failed'
             write_run_info(run_dir, {**info, 'status': status, 'replaced_run': aside and aside.name})
         if aside is not None and aside.is_dir():
-            logger.warning(f'{run_dir}: the new run stopped (--resume continues it); the run it replaces is '
+            logger.warning(f'{run_dir}: the new run stopped (resume=True continues it); the run it replaces is '
                            f'kept in {aside} until it finishes')
     elif aside is not None: _put_back(run_dir, aside)
     else:  # a new run that wrote no run.json: what it made (a W&B folder) goes

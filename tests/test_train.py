@@ -1,6 +1,6 @@
 """End-to-end checks of training: accumulation, packed isolation, resume, two processes, safety of the run
 folder, checked options, verified data, host syncs, CLI errors, demo."""
-import json, math, os, shutil, subprocess, sys
+import json, math, os, re, shutil, subprocess, sys
 from pathlib import Path
 import pytest
 import torch
@@ -662,3 +662,33 @@ def test_resume_refuses_other_datasets_in_memory(data, tmp_path):
     res = fine_tune(train_dataset=tr, eval_dataset=ev, tokenizer=tok,
                     **mem_settings(out, save_every=2, resume=True))
     assert res.metrics['step'] == 4 and res.final is not None
+
+
+# --- library messages name Python arguments (issue 15) -----------------------------------------------------
+
+TRAIN_MODULES = ('train',)  # the modules of the training pages
+
+def _messages(module:str) -> list[str]:
+    "The string parts of every exception raised and every message logged in `alpaca_ft/<module>.py`."
+    import ast, alpaca_ft
+    tree = ast.parse((Path(alpaca_ft.__file__).parent/f'{module}.py').read_text())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Raise) or (isinstance(n, ast.Call) and
+             isinstance(n.func, ast.Attribute) and n.func.attr in ('warning', 'info', 'error', 'warn'))]
+    return [c.value for n in calls for c in ast.walk(n) if isinstance(c, ast.Constant) and isinstance(c.value, str)]
+
+
+@pytest.mark.parametrize('module', TRAIN_MODULES)
+def test_library_messages_name_arguments_not_flags(module):
+    "'pass --overwrite' in a Python exception: the library names `overwrite=True`; the CLI translates."
+    msgs = _messages(module)
+    assert any('resume=True' in m for m in msgs)  # the scan finds messages at all
+    assert [m for m in msgs if re.search(r'--[a-z]', m)] == []
+
+
+def test_cli_shows_flags_for_the_library_message(data, finished, tmp_path, capsys):
+    "The library says `resume=True`; the command line says `--resume`."
+    from alpaca_ft.train import fine_tune
+    with pytest.raises(FileExistsError, match='pass resume=True to continue it or overwrite=True'):
+        fine_tune(cfg(data, finished))
+    code, _, err = cli(capsys, 'train', data, '--out', finished, '--wandb', 'disabled')
+    assert code == 2 and 'pass --resume to continue it or --overwrite to replace it' in err, err
