@@ -186,7 +186,7 @@ def test_non_finite_training_stops_with_the_step_named(data, tmp_path, capsys):
     code, err = cli(capsys, 'train', data, '--out', run, '--max-steps', 40, '--batch-size', 4,
                     '--grad-accum', 1, '--lr', 3e-3, '--weight-decay', 1e6, '--n-eval-samples', 0,
                     '--save-every', 2, '--wandb', 'disabled', '--no-progress')
-    assert code == 2 and 'training stopped' in err and 'lower --lr or --weight-decay' in err, err
+    assert code == 2 and 'training stopped' in err and 'then --resume or --overwrite' in err, err
     assert len(err.strip().splitlines()) == 1
     assert not (run/'final').exists() and status(run) == 'failed'
     from safetensors.torch import load_file
@@ -328,7 +328,7 @@ def test_an_overwrite_killed_while_setting_aside_is_finished_by_the_next(data, f
     shutil.copytree(finished, run)
     (run/REPLACED).mkdir()
     for name in (RUN_MARKER, 'metrics.jsonl'): (run/name).rename(run/REPLACED/name)
-    with pytest.raises(FileExistsError, match='an --overwrite was stopped before its run began'):
+    with pytest.raises(FileExistsError, match='a run with overwrite=True was stopped before it began'):
         train(cfg(data, run, resume=True))
     with pytest.raises(KeyboardInterrupt):
         train(cfg(data, run, overwrite=True, lr=1e-3), on_step=interrupt_at(1))
