@@ -401,14 +401,14 @@ def check_replaceable(out, overwrite:bool=False, marker:str|None='manifest.json'
     "Raise FileExistsError naming `out` unless it is absent, or `overwrite` and this tool made it."
     shown, out = out, normal_path(out)
     if not (out.exists() or out.is_symlink()): return
-    if not overwrite: raise FileExistsError(f'{shown} exists; pass --overwrite to replace it')
+    if not overwrite: raise FileExistsError(f'{shown} exists; pass overwrite=True to replace it')
     if Path.cwd().resolve().is_relative_to(out.resolve()):
         raise FileExistsError(f'{shown}: not replaced: it is the current folder or holds it')
     if out.is_symlink() or not out.is_dir():
         raise FileExistsError(f'{shown}: not replaced: it is not a folder alpaca_ft made')
     if marker is not None and not made_by_alpaca_ft(out/marker):  # None: a sub-folder of one already checked
         raise FileExistsError(f'{shown}: not replaced: it has no {marker} written by alpaca_ft, so this tool '
-                              'did not make it (--overwrite only replaces a folder it made; choose another)')
+                              'did not make it (overwrite=True only replaces a folder it made; choose another)')
 
 def _normal_permissions(folder:Path):
     "The permissions plain `mkdir`/`open` give under the umask (mkdtemp, mkstemp, safetensors: 0700/0600)."

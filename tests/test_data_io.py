@@ -229,7 +229,7 @@ def test_checks_and_writers_take_every_spelling_of_a_path(tmp_path, monkeypatch,
     assert D.normal_path(out) == home.resolve()/'out'
     D.atomic_dir(out, _stamp)
     assert (home/'out'/'manifest.json').exists()
-    with pytest.raises(FileExistsError, match='exists; pass --overwrite'): D.check_replaceable(out)
+    with pytest.raises(FileExistsError, match='exists; pass overwrite=True'): D.check_replaceable(out)
     D.atomic_dir(out, lambda t: _stamp(t, 2), overwrite=True)
     assert '"v": 2' in (home/'out'/'manifest.json').read_text()
     D.write_atomic(f'{out}.txt', 'x')
