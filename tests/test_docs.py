@@ -86,14 +86,20 @@ def test_signatures_and_paths_as_a_reader_expects():
 
 
 def test_nav_sections():
-    "The sidebar groups the lessons: Part 1 (00-09), Part 2 (10-19), Reference (20 on), each in file-name order."
-    nbs = [Path(f'nbs/{n}.ipynb') for n in ('index', '00_data', '08_prepare', '10_model', '14_x', '20_cli', '90_g')]
+    """The sidebar groups the pages: Part 1: the dataset (00-09), Part 2: fine-tuning (10-19), Reference (20-49 and
+    the 90s, the glossary), Appendix: engineering (50-89), each in file-name order; every notebook is in it once."""
+    names = ('index', '00_data', '08_prepare', '10_model', '14_x', '20_cli', '50_files', '52_attention', '90_g')
+    nbs = [Path(f'nbs/{n}.ipynb') for n in names]
     assert docs.nav(nbs) == [{'Home': 'index.ipynb'}, {'Part 1: the dataset': ['00_data.ipynb', '08_prepare.ipynb']},
                              {'Part 2: fine-tuning': ['10_model.ipynb', '14_x.ipynb']},
-                             {'Reference': ['20_cli.ipynb', '90_g.ipynb']}]
-    every = [n for _, pages in (next(iter(d.items())) for d in docs.nav(NOTEBOOKS))
-             for n in ([pages] if isinstance(pages, str) else pages)]
-    assert every == [nb.name for nb in NOTEBOOKS], 'a notebook is missing from the sidebar'
+                             {'Reference': ['20_cli.ipynb', '90_g.ipynb']},
+                             {'Appendix: engineering': ['50_files.ipynb', '52_attention.ipynb']}]
+    assert [t for t, _ in docs.SECTIONS] == ['Part 1: the dataset', 'Part 2: fine-tuning', 'Reference',
+                                             'Appendix: engineering']
+    every = [nb.name for nb in docs.site_order(NOTEBOOKS)]
+    assert sorted(every) == sorted(nb.name for nb in NOTEBOOKS) and len(set(every)) == len(every), \
+        'a notebook is missing from the sidebar, or in it twice'
+    assert [n for n in every if n.startswith('5')] == sorted(nb.name for nb in NOTEBOOKS if nb.name.startswith('5'))
 
 
 # ---------------------------------------------------------------- the built site
@@ -202,9 +208,10 @@ def test_every_notebook_has_a_page(pages):
         assert p['h1'], f'{nb.name}: no page title at {p["url"]}'
     # the site lists its pages in the notebooks' order
     nav = (SITE/'index.html').read_text()
-    pos = [nav.find(f'href="{nb.stem}/"') for nb in NOTEBOOKS[1:]]
-    assert all(x > 0 for x in pos), dict(zip([n.stem for n in NOTEBOOKS[1:]], pos))
-    assert pos == sorted(pos), 'navigation is not in notebook order'
+    order = [nb for nb in docs.site_order(NOTEBOOKS) if nb.stem != 'index']
+    pos = [nav.find(f'href="{nb.stem}/"') for nb in order]
+    assert all(x > 0 for x in pos), dict(zip([n.stem for n in order], pos))
+    assert pos == sorted(pos), 'navigation is not in sidebar order (Part 1, Part 2, Reference, Appendix)'
     labels = [t.strip() for t in re.findall(r'<label class="md-nav__link"[^>]*>\s*<span[^>]*>([^<]+)<', nav)]
     assert all(t in labels for t, *_ in docs.SECTIONS), f'sidebar sections missing: {labels}'
 
