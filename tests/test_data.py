@@ -402,7 +402,8 @@ def test_wandb_offline_logs_raw_then_packed_and_records_them(tmp_path, monkeypat
 
 # ---------------------------------------------------------------- notebooks (issue 8)
 
-@pytest.mark.parametrize('name', ['00_data', '03_split', '04_packing', '07_tracking', '08_prepare'])
+@pytest.mark.parametrize('name', ['00_data', '03_split', '04_packing', '05_batching', '07_tracking', '08_prepare', '50_files',
+                                  '52_attention'])
 def test_import_cells_run_on_their_own(name, monkeypatch):
     "nbdev's docs processing runs only the cells with an import (and exported ones); 00, 04, 08 failed with NameError."
     pytest.importorskip('nbdev')
