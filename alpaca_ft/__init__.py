@@ -41,7 +41,8 @@ _API = {
     'load_adapter': ('lora', 'load_adapter'),
 }
 _MODULES = ('data', 'prompts', 'tokenization', 'split', 'packing', 'batching', 'viz', 'tracking', 'prepare',
-            'model', 'loop', 'train', 'runs', 'generate', 'demo', 'judge', 'cli', 'smollm2', 'real_model', 'lora')
+            'model', 'loop', 'train', 'runs', 'generate', 'demo', 'judge', 'cli', 'smollm2', 'real_model', 'lora',
+            'files', 'attention')  # appendices: writing files safely (50), flex attention and stock collators (52)
 __all__ = list(_API)
 
 def _param_docs(obj) -> list[tuple[str, str]]:
