@@ -9,9 +9,9 @@ from jinja2 import TemplateError
 from .data import DataError, validate_row
 
 # %% auto #0
-__all__ = ['PROMPT_NO_INPUT', 'PROMPT_INPUT', 'TRAIN_TURNS', 'FUNCTION_PREFIX', 'logger', 'alpaca_prompt', 'row_messages',
-           'adds_bos', 'chat_prompt', 'check_train_turns', 'chat_turns', 'check_template', 'template_name',
-           'resolve_template', 'render', 'warn_trailing_space']
+__all__ = ['PROMPT_NO_INPUT', 'PROMPT_INPUT', 'TRAIN_TURNS', 'FUNCTION_PREFIX', 'logger', 'alpaca_prompt', 'check_row',
+           'row_messages', 'adds_bos', 'chat_prompt', 'check_train_turns', 'chat_turns', 'check_template',
+           'template_name', 'resolve_template', 'render', 'warn_trailing_space']
 
 # %% ../nbs/01_prompts.ipynb #03d08f2f
 PROMPT_NO_INPUT = (
@@ -30,7 +30,16 @@ PROMPT_INPUT = (
 def alpaca_prompt(row: dict) -> str:
     ("The Alpaca prompt for `row`: the template with input when `row['input']` is "
      "non-empty, else the other.")
+    check_row(row)
     return (PROMPT_INPUT if row.get('input') else PROMPT_NO_INPUT).format_map(row)
+
+# %% ../nbs/01_prompts.ipynb #0c4e2b19
+def check_row(row, fields=('instruction',)):
+    "TypeError unless `row` is a dict, ValueError naming what it lacks of `fields`."
+    if not isinstance(row, dict):
+        raise TypeError(f'row must be a dict with {" and ".join(fields)}, got {type(row).__name__}')
+    missing = [f for f in fields if f not in row]
+    if missing: raise ValueError(f"row has no {', '.join(map(repr, missing))} (its keys: {sorted(row)})")
 
 # %% ../nbs/01_prompts.ipynb #c7b36482
 def row_messages(row: dict) -> list[dict]:
@@ -234,6 +243,7 @@ def render(row: dict, template='alpaca', tokenizer=None) -> tuple[str, str]:
         return chat_prompt(msgs[:-1], tokenizer), msgs[-1]['content']
     if 'messages' in row or 'conversations' in row:
         raise DataError("a row with 'messages' needs template='chat'")
+    check_row(row)
     if template == 'alpaca':
         return alpaca_prompt(row), row['output']
     if callable(template):
