@@ -155,7 +155,7 @@ def process(nbs:list[Path], jobs:int) -> list[str]:
             nb, title = json.loads(dest.read_text()), 'This notebook raised an error when the site was built'
             err = json.loads(src.read_text())['metadata'].get('alpaca_ft_docs', {}).get('error')
         if err:
-            msg = err.replace('\n', '\n    ')
+            msg = scrub_paths(err).replace('\n', '\n    ')  # no build-machine paths, even here
             nb['cells'].insert(0, {'cell_type': 'markdown', 'metadata': {}, 'id': 'docs-error',
                                    'source': f'!!! failure "{title}"\n    ```\n    {msg}\n    ```'})
             dest.write_text(json.dumps(nb, indent=1))
