@@ -40,7 +40,7 @@ _API = {
     'load_adapter': ('lora', 'load_adapter'),
 }
 _MODULES = ('data', 'prompts', 'tokenization', 'split', 'packing', 'batching', 'viz', 'tracking', 'prepare',
-            'model', 'train', 'generate', 'demo', 'judge', 'cli', 'smollm2', 'real_model', 'lora')
+            'streaming', 'model', 'train', 'generate', 'demo', 'judge', 'cli', 'smollm2', 'real_model', 'lora')
 __all__ = list(_API)
 
 def _param_docs(obj) -> list[tuple[str, str]]:

@@ -4,8 +4,7 @@
 
 # %% ../nbs/08_prepare.ipynb #770f4ac4
 from __future__ import annotations
-import gc, hashlib, json, logging, math, os, random, tempfile
-from contextlib import contextmanager
+import hashlib, json, logging, math, os, random, tempfile
 from pathlib import Path
 import datasets
 import matplotlib.pyplot as plt
@@ -17,6 +16,8 @@ from .prompts import check_template, render, template_name, warn_trailing_space
 from .tokenization import TINY_TOKENIZER, load_tokenizer, tokenize_examples
 from .split import leaked, prompt_key, row_key, split_groups, write_jsonl
 from .packing import PACKERS, drop_unlabelled, limit_length, pack, pack_stats
+from .streaming import (datasets_progress_bars, gc_paused, no_labels_error, pack_table,
+                                 token_batches, tokenize_to_disk, token_lengths)
 from .viz import html_tokens, length_histogram, packing_plot
 from .tracking import (WANDB_MODES, artifact_name, artifact_record, check_wandb, init_run,
                                 kept_environ, log_dir_artifact, log_tables)
@@ -24,9 +25,9 @@ from .tracking import (WANDB_MODES, artifact_name, artifact_record, check_wandb,
 # %% auto #0
 __all__ = ['TEMPLATES', 'OVERLONG', 'logger', 'SAMPLE_NAME', 'FEATURES', 'TOKENIZER_DIR', 'MANIFEST_KEYS', 'prepare',
            'check_weights', 'check_options', 'load_sources', 'load_each', 'load_data_tokenizer',
-           'tokenizer_fingerprint', 'log_raw', 'split_rows', 'mix_counts', 'mix_rows', 'select_rows', 'gc_paused',
-           'datasets_progress_bars', 'tokenize_rows', 'tokenize_splits', 'pack_splits', 'fingerprint', 'source_shares',
-           'make_manifest', 'write_output', 'read_manifest', 'verify_fingerprint', 'log_packed', 'prepare_dataset']
+           'tokenizer_fingerprint', 'log_raw', 'split_rows', 'mix_counts', 'mix_rows', 'select_rows', 'tokenize_rows',
+           'tokenize_splits', 'pack_splits', 'fingerprint', 'source_shares', 'make_manifest', 'write_output',
+           'read_manifest', 'verify_fingerprint', 'log_packed', 'prepare_dataset']
 
 # %% ../nbs/08_prepare.ipynb #11f46b2d
 TEMPLATES = ('alpaca', 'chat')  # the built-in ones; a format string or a function of the row works too
@@ -198,7 +199,7 @@ def mix_counts(weights, total:int) -> list[int]:
     return counts
 
 def mix_rows(groups:list[list[int]], weights, seed:int=42) -> list[int]:
-    "As many rows as `groups` hold, drawn from each group by `weights`, in a seeded order (repeats past a pass)."
+    "As many rows as `groups` hold, drawn from each by `weights`, seeded (repeats past a whole pass)."
     rng = random.Random(f'mix {seed}')  # its own generator: the split's draws stay as they were
     mixed = []
     for i, (group, n) in enumerate(zip(groups, mix_counts(weights, sum(map(len, groups))))):
@@ -210,7 +211,7 @@ def mix_rows(groups:list[list[int]], weights, seed:int=42) -> list[int]:
 
 def select_rows(per_source:list[list[dict]], eval_size=None, seed:int=42, dedup:bool=True,
                 weights=None) -> tuple[dict, dict, dict, list[dict]]:
-    "Drop exact duplicates, split by prompt, mix train by `weights`: splits, each row's source, counts, per source."
+    "Drop exact duplicates, split by prompt, mix train by `weights`: splits, sources, counts, per source."
     rows = [row for got in per_source for row in got]
     origin = [i for i, got in enumerate(per_source) for _ in got]
     seen, repeat = set(), []
@@ -230,7 +231,8 @@ def select_rows(per_source:list[list[dict]], eval_size=None, seed:int=42, dedup:
         train = mix_rows(groups, weights, seed)
     counts = {'duplicates': sum(repeat), 'repeated_prompts': len(keys) - len(set(keys)),
               'eval_prompts_in_train': leaked([keys[j] for j in train], [keys[j] for j in evl])}
-    per = [{'read': len(got), 'duplicates': 0, 'kept': 0, 'train_rows': 0, 'eval_rows': 0} for got in per_source]
+    per = [{'read': len(got), 'duplicates': 0, 'kept': 0, 'train_rows': 0, 'eval_rows': 0}
+           for got in per_source]
     for i, r in zip([i for i, got in enumerate(per_source) for _ in got], repeat): per[i]['duplicates'] += r
     for i in origin: per[i]['kept'] += 1
     for j in train: per[origin[j]]['train_rows'] += 1
@@ -242,61 +244,13 @@ def select_rows(per_source:list[list[dict]], eval_size=None, seed:int=42, dedup:
     splits = {'train': [rows[j] for j in train], 'eval': [rows[j] for j in evl]}
     return splits, {'train': [origin[j] for j in train], 'eval': [origin[j] for j in evl]}, counts, per
 
-# %% ../nbs/08_prepare.ipynb #800b5cca
-@contextmanager
-def gc_paused():
-    "Pause Python's cycle collector inside the block, and switch it back on after if it was on."
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try: yield
-    finally:
-        if was_enabled: gc.enable()
-
-def _restore_env(name:str, value:str|None):
-    "Put environment variable `name` back to `value`, in `os.environ` and in the C environment Rust reads."
-    if value is not None: os.environ[name] = value
-    else:
-        os.environ.pop(name, None)
-        os.unsetenv(name)
-
-def _tokenize_parallel(prompts:list[str], responses:list[str], tokenizer, train_on_inputs:bool, num_proc:int,
-                       batch_size:int) -> dict:
-    "`tokenize_examples` over batches in `num_proc` processes, with `datasets.Dataset.map`."
-    before = os.environ.get('TOKENIZERS_PARALLELISM')
-    ds = datasets.Dataset.from_dict({'prompt': prompts, 'response': responses})
-    tokenize = lambda b: tokenize_examples(b['prompt'], b['response'], tokenizer, train_on_inputs)
-    try: ds = ds.map(tokenize, batched=True, batch_size=batch_size, num_proc=num_proc,
-                     remove_columns=['prompt', 'response'], desc='tokenizing')
-    finally: _restore_env('TOKENIZERS_PARALLELISM', before)  # map leaves `false` in the C environment
-    return ds.to_dict()
-
-
-@contextmanager
-def datasets_progress_bars(show:bool):
-    "Hide the progress bars of `datasets` (saving, mapping) in the block unless `show`; put them back after."
-    was_enabled = datasets.is_progress_bar_enabled()
-    if not show: datasets.disable_progress_bars()
-    try: yield
-    finally:
-        if was_enabled: datasets.enable_progress_bars()
-
 # %% ../nbs/08_prepare.ipynb #cafeb8d5
 def tokenize_rows(rows:list[dict], tokenizer, template:str='alpaca', train_on_inputs:bool=False,
                   num_proc:int|None=None, progress:bool=True, batch_size:int=1000) -> dict:
     "Template and tokenize `rows`: columns `input_ids` and `labels`, one entry per row."
-    pairs = [render(row, template, tokenizer) for row in rows]
-    prompts, responses = [p for p, _ in pairs], [r for _, r in pairs]
-    warn_trailing_space(prompts)
-    if num_proc and num_proc > 1:
-        with datasets_progress_bars(progress):
-            return _tokenize_parallel(prompts, responses, tokenizer, train_on_inputs, num_proc, batch_size)
     examples = {'input_ids': [], 'labels': []}
-    with gc_paused(), tqdm(total=len(rows), desc='tokenizing', unit=' rows', disable=not progress) as bar:
-        for start in range(0, len(rows), batch_size):
-            batch = tokenize_examples(prompts[start:start + batch_size], responses[start:start + batch_size],
-                                      tokenizer, train_on_inputs)
-            for k in examples: examples[k] += batch[k]
-            bar.update(len(batch['input_ids']))
+    for batch in token_batches(rows, tokenizer, template, train_on_inputs, num_proc, progress, batch_size):
+        for k in examples: examples[k] += batch[k]
     return examples
 
 def tokenize_splits(splits:dict, tokenizer, template:str='alpaca', train_on_inputs:bool=False,
@@ -317,11 +271,7 @@ def tokenize_splits(splits:dict, tokenizer, template:str='alpaca', train_on_inpu
         counts['truncated'] += n_truncated
         counts['dropped'] += n_dropped
         counts['no_labels'] += n_unlabelled
-        if not examples[name]['input_ids']:
-            why = (f'all {n_unlabelled} examples were cut to no label tokens at max_seq_len={max_seq_len} '
-                   f'(their prompts are longer); raise max_seq_len' if n_unlabelled
-                   else f'no examples left (overlong={overlong!r})')
-            raise DataError(f'the {name} split has no label tokens: {why}')
+        if not examples[name]['input_ids']: raise no_labels_error(name, n_unlabelled, max_seq_len, overlong)
         start = end
     return examples, counts
 
@@ -332,6 +282,9 @@ FEATURES = datasets.Features({k: datasets.Sequence(datasets.Value('int32'))
 def pack_splits(examples:dict, max_seq_len:int=1024, strategy:str='bfd', progress:bool=True) -> dict:
     "Pack the examples of each split with `strategy`: a `datasets.Dataset` per split, one row per pack."
     packed = {name: pack(split, max_seq_len, strategy, progress) for name, split in examples.items()}
+    return _check_packs(packed, max_seq_len, strategy)
+
+def _check_packs(packed:dict, max_seq_len:int, strategy:str) -> dict:
     for name, packs in packed.items():
         if not len(packs):
             raise DataError(f'the {name} split is empty after packing (too little data for '
@@ -353,11 +306,15 @@ def fingerprint(folder:Path, parts=('train', 'eval')) -> str:
 
 TOKENIZER_DIR = 'tokenizer'  # the tokenizer's copy in a prepare output: the folder can move
 
+def _lengths_of(examples:dict):
+    "The example lengths of a split: its `lengths`, or those of its `input_ids`."
+    return examples['lengths'] if 'lengths' in examples else [len(x) for x in examples['input_ids']]
+
 def source_shares(per:list[dict], examples:dict, tags:dict) -> list[dict]:
     "`per` (rows of each source) with each source's share of the train and eval tokens."
     for name, ex in examples.items():
         tokens = [0] * len(per)
-        for i, ids in zip(tags[name], ex['input_ids']): tokens[i] += len(ids)
+        for i, n in zip(tags[name], _lengths_of(ex)): tokens[i] += int(n)
         for s, t in zip(per, tokens): s[f'{name}_tokens'] = round(t / max(1, sum(tokens)), 6)
     return per
 
@@ -371,12 +328,12 @@ def make_manifest(sources:list[str], tokenizer, settings:dict, n_read:int, count
             'eos_token_id': tokenizer.eos_token_id, 'pad_token_id': tokenizer.pad_token_id, **settings,
             'rows': {'read': n_read, **counts},
             'per_source': [{'source': name, **s} for name, s in zip(sources, per_source or [])],
-            'splits': {name: {'examples': len(examples[name]['input_ids']), **pack_stats(packs, max_seq_len)}
+            'splits': {name: {'examples': len(_lengths_of(examples[name])), **pack_stats(packs, max_seq_len)}
                        for name, packs in packed.items()}}
 
 def _save_plots(folder:Path, examples:dict, packs:datasets.Dataset, max_seq_len:int, tokenizer):
     folder.mkdir()
-    lengths = [len(x) for x in examples['input_ids']]
+    lengths = [int(n) for n in _lengths_of(examples)]
     figures = {'lengths.png': length_histogram(lengths, max_seq_len),
                'packing.png': packing_plot(lengths, max_seq_len)}
     for name, fig in figures.items():
@@ -471,7 +428,7 @@ def _summary(m:dict) -> str:
     lines = [f"read {r['read']} rows from {len(m['sources'])} source(s); skipped {r['invalid']} blank; "
              f"truncated {r['truncated']}, dropped {r['dropped']} (over {m['max_seq_len']} tokens, "
              f"overlong={m['overlong']!r}); dropped {r['no_labels']} with no label token left",
-             f"duplicates: {'kept' if not m.get('dedup', True) else 'dropped'} {r.get('duplicates', 0)} exact "
+             f"duplicates: {'dropped' if m.get('dedup', True) else 'kept'} {r.get('duplicates', 0)} exact "
              f"copies (normalised instruction + input + output); {r.get('repeated_prompts', 0)} rows share a "
              f"prompt, kept on one side; eval prompts also in train: {r.get('eval_prompts_in_train', 0)}",
              *_source_lines(m),
@@ -516,6 +473,7 @@ def prepare_dataset(
                 'weights': weights}
     per_source, sources, invalid = load_each(data, template)
     rows = [row for got in per_source for row in got]
+    n_read = len(rows) + len(invalid)
     tok = load_data_tokenizer(tokenizer)
     with kept_environ():  # W&B sets WANDB_* variables for its run; the caller's environment comes back
         run = init_run(wandb, wandb_project, job_type='preprocess', config={'sources': sources, **settings})
@@ -523,15 +481,19 @@ def prepare_dataset(
             with datasets_progress_bars(progress):
                 raw = log_raw(run, rows, data, out)
                 splits, origin, kept, per = select_rows(per_source, eval_size, seed, dedup, weights)
-                examples, counts = tokenize_splits(splits, tok, template, train_on_inputs, max_seq_len,
-                                                   overlong, num_proc, progress, origin)
-                tags = {name: [s[0] for s in ex.pop('source')] for name, ex in examples.items()}
-                packed = pack_splits(examples, max_seq_len, pack_strategy, progress)
-                manifest = make_manifest(sources, tok, settings, len(rows) + len(invalid),
-                                         {'invalid': len(invalid), **kept, **counts}, examples, packed,
-                                         source_shares(per, examples, tags))
-                log = lambda tmp: log_packed(run, tmp, manifest, splits, raw, name=normal_path(out).name)
-                write_output(out, manifest, splits, examples, packed, tok, overwrite, before_commit=log)
+                del rows, per_source
+                with tempfile.TemporaryDirectory(prefix='alpaca_ft-prepare-') as work:  # token ids on disk
+                    tables, counts = tokenize_to_disk(splits, tok, work, template, train_on_inputs,
+                                                      max_seq_len, overlong, num_proc, progress, origin)
+                    examples = {name: {'lengths': token_lengths(t)} for name, t in tables.items()}
+                    tags = {name: t.column('source').to_numpy() for name, t in tables.items()}
+                    packed = {name: pack_table(t, max_seq_len, pack_strategy, work, name, progress)
+                              for name, t in tables.items()}
+                    _check_packs(packed, max_seq_len, pack_strategy)
+                    manifest = make_manifest(sources, tok, settings, n_read, {'invalid': len(invalid), **kept,
+                                             **counts}, examples, packed, source_shares(per, examples, tags))
+                    log = lambda tmp: log_packed(run, tmp, manifest, splits, raw, name=normal_path(out).name)
+                    write_output(out, manifest, splits, examples, packed, tok, overwrite, before_commit=log)
         finally:
             if run is not None: run.finish()
     if verbose:
