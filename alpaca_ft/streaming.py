@@ -65,21 +65,24 @@ def datasets_progress_bars(show:bool):
 def token_batches(rows:list[dict], tokenizer, template='alpaca', train_on_inputs:bool=False,
                   num_proc:int|None=None, progress:bool=True, batch_size:int=1000):
     "Template and tokenize `rows` a batch at a time: dicts of `input_ids` and `labels`, in row order."
-    pairs = [render(row, template, tokenizer) for row in rows]
-    prompts, responses = [p for p, _ in pairs], [r for _, r in pairs]
-    del pairs
-    warn_trailing_space(prompts)
-    if num_proc and num_proc > 1:
+    if num_proc and num_proc > 1:  # the processes get all texts at once, as an Arrow table
+        pairs = [render(row, template, tokenizer) for row in rows]
+        prompts, responses = [p for p, _ in pairs], [r for _, r in pairs]
+        del pairs
+        warn_trailing_space(prompts)
         with datasets_progress_bars(progress):
             ds = _tokenize_parallel(prompts, responses, tokenizer, train_on_inputs, num_proc, batch_size)
         yield from ds.iter(batch_size)
         return
+    ends = []  # each prompt's last character, for one warning about trailing spaces at the end
     with gc_paused(), tqdm(total=len(rows), desc='tokenizing', unit=' rows', disable=not progress) as bar:
-        for start in range(0, len(rows), batch_size):
-            batch = tokenize_examples(prompts[start:start + batch_size], responses[start:start + batch_size],
-                                      tokenizer, train_on_inputs)
+        for start in range(0, len(rows), batch_size):  # the texts of one batch at a time
+            pairs = [render(row, template, tokenizer) for row in rows[start:start + batch_size]]
+            ends += [p[-1:] for p, _ in pairs]
+            batch = tokenize_examples([p for p, _ in pairs], [r for _, r in pairs], tokenizer, train_on_inputs)
             bar.update(len(batch['input_ids']))
             yield batch
+    warn_trailing_space(ends)
 
 def no_labels_error(name:str, n_unlabelled:int, max_seq_len:int, overlong:str) -> DataError:
     "The error for a split left with no label token, saying which option to change."
