@@ -79,7 +79,8 @@ def token_batches(rows:list[dict], tokenizer, template='alpaca', train_on_inputs
         for start in range(0, len(rows), batch_size):  # the texts of one batch at a time
             pairs = [render(row, template, tokenizer) for row in rows[start:start + batch_size]]
             ends += [p[-1:] for p, _ in pairs]
-            batch = tokenize_examples([p for p, _ in pairs], [r for _, r in pairs], tokenizer, train_on_inputs)
+            prompts, responses = [p for p, _ in pairs], [r for _, r in pairs]
+            batch = tokenize_examples(prompts, responses, tokenizer, train_on_inputs)
             bar.update(len(batch['input_ids']))
             yield batch
     warn_trailing_space(ends)

@@ -15,8 +15,8 @@ other, each in its own Python process so that each peak is its own:
   temporary folder.
 
 The resampled rows repeat (1,000 distinct rows drawn 200,000 times), so `prepare` runs with `dedup=False`: the
-point is the volume. It prints peak RSS (`ru_maxrss`) and seconds for each, and the ratios to `bare`. This is a
-measurement, not a test: nothing asserts a number. Run it (niced, it takes a few minutes at 200,000 rows) with
+point is the volume. It prints peak RSS (`ru_maxrss`) and seconds for each, and the ratios to `bare`.
+This is a measurement, not a test: nothing asserts a number. Run it (niced, it takes a few minutes at 200,000 rows) with
 
     nice -n 10 python benchmarks/prepare_memory.py [--rows 200000] [--skip trl] [--before REV]
 
@@ -59,8 +59,8 @@ def ours(data:Path, tok_dir:Path, work:Path) -> dict:
     import inspect
     from alpaca_ft.prepare import prepare_dataset
     kw = {'dedup': False} if 'dedup' in inspect.signature(prepare_dataset).parameters else {}
-    m = prepare_dataset(str(data), work/'out', str(tok_dir), max_seq_len=MAX_LEN, wandb='disabled', progress=False,
-                        verbose=False, **kw)
+    m = prepare_dataset(str(data), work/'out', str(tok_dir), max_seq_len=MAX_LEN, wandb='disabled',
+                        progress=False, verbose=False, **kw)
     return {'tokens': m['splits']['train']['tokens'] + m['splits']['eval']['tokens'],
             'sequences': m['splits']['train']['sequences'] + m['splits']['eval']['sequences'],
             'fingerprint': m['fingerprint'][:16]}
@@ -103,7 +103,8 @@ def child(name:str, data:Path, tok_dir:Path, work:Path):
 
 def run_child(name, data, tok_dir, work:Path, pythonpath:str, timeout:int) -> dict:
     work.mkdir()
-    env = dict(os.environ, PYTHONPATH=pythonpath, TOKENIZERS_PARALLELISM='true', HF_DATASETS_CACHE=str(work/'hf'),
+    env = dict(os.environ, PYTHONPATH=pythonpath, TOKENIZERS_PARALLELISM='true',
+               HF_DATASETS_CACHE=str(work/'hf'),
                HF_HUB_OFFLINE='1', HF_DATASETS_OFFLINE='1', WANDB_MODE='disabled', TMPDIR=str(work))
     cmd = [sys.executable, __file__, '--child', name, '--data', str(data), '--tokenizer', str(tok_dir),
            '--work', str(work)]
@@ -141,7 +142,8 @@ def main(argv=None) -> int:
         if 'before' in names:
             old = tmp/'before_code'
             old.mkdir()
-            arch = subprocess.run(['git', '-C', str(REPO), 'archive', a.before], capture_output=True, check=True)
+            arch = subprocess.run(['git', '-C', str(REPO), 'archive', a.before], capture_output=True,
+                                  check=True)
             subprocess.run(['tar', '-x', '-C', str(old)], input=arch.stdout, check=True)
             paths['before'] = str(old)
         results = {}

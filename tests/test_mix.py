@@ -16,7 +16,7 @@ def prompt(r): return (' '.join(r['instruction'].split()), ' '.join(r['input'].s
 
 
 def test_distinct_rows_split_exactly_as_before():
-    "Rows without a repeated prompt: the prompt-group split is the old row shuffle, for any size, seed, eval size."
+    "Rows without a repeated prompt: the prompt-group split is the old row shuffle (any size, seed, eval size)."
     from alpaca_ft.split import split_groups, split_indices
     for n, eval_size, seed in ((130, None, 42), (1000, 0.1, 7), (57, 5, 0), (2, None, 3)):
         assert split_groups([f'k{i}' for i in range(n)], eval_size, seed) == split_indices(n, eval_size, seed)
@@ -63,9 +63,11 @@ def test_same_prompt_other_answer_stays_on_one_side():
 def test_chat_rows_are_deduplicated_by_their_messages():
     from alpaca_ft.prepare import select_rows
     chat = lambda q, a: {'messages': [{'role': 'user', 'content': q}, {'role': 'assistant', 'content': a}]}
-    rows = [chat('hi', 'hello'), chat(' hi ', 'hello'), chat('hi', 'hey')] + [chat(f'q{i}', 'a') for i in range(20)]
+    rows = [chat('hi', 'hello'), chat(' hi ', 'hello'), chat('hi', 'hey')]
+    rows += [chat(f'q{i}', 'a') for i in range(20)]
     splits, _, counts, _ = select_rows([rows], eval_size=3, seed=1)
-    assert counts['duplicates'] == 1 and counts['repeated_prompts'] == 1 and counts['eval_prompts_in_train'] == 0
+    assert counts['duplicates'] == 1 and counts['repeated_prompts'] == 1
+    assert counts['eval_prompts_in_train'] == 0
 
 
 def test_weights_share_the_train_rows_and_draw_with_replacement():
@@ -79,7 +81,8 @@ def test_weights_share_the_train_rows_and_draw_with_replacement():
     assert per[0]['upsampled'] == per[0]['train_rows'] - len(distinct0)
     assert per[0]['upsampled'] > 0 and per[1]['upsampled'] == 0 and counts['upsampled'] == per[0]['upsampled']
     # every distinct train row of the small source is drawn at least once (whole passes, then a sample)
-    assert {json.dumps(r) for r in a} - {json.dumps(r) for r in splits['eval']} <= {json.dumps(r) for r in splits['train']}
+    dumped = lambda rs: {json.dumps(r) for r in rs}
+    assert dumped(a) - dumped(splits['eval']) <= dumped(splits['train'])
     # eval: untouched by the mix, no copies, no prompt shared with train
     plain, _, _, _ = select_rows([a, b], eval_size=10, seed=3)
     assert splits['eval'] == plain['eval']

@@ -151,7 +151,8 @@ def _mix(wd):
     a, b = write_jsonl(wd/'small.jsonl', rows[:30]), write_jsonl(wd/'big.jsonl', rows[30:])
     outs = [wd/'prepared', wd/'prepared_again']
     procs = [run_cli([a, b, *COMMON, '--weights', '0.7', '0.3', '--out', o], wd) for o in outs]
-    return Result(wd, outs[0], procs[0], extra=dict(again=procs[1], out_again=outs[1], sources=[str(a), str(b)]))
+    return Result(wd, outs[0], procs[0],
+                  extra=dict(again=procs[1], out_again=outs[1], sources=[str(a), str(b)]))
 
 
 @run_spec('bad_weights')
@@ -159,7 +160,8 @@ def _bad_weights(wd):
     data = write_jsonl(wd/'rows.jsonl', sample_rows())
     procs = {w: run_cli([data, data, *COMMON, '--weights', *w.split(), '--out', wd/'prepared'], wd)
              for w in ('1', '1 -1', '0 0', '1 nan')}
-    return Result(wd, wd/'prepared', procs['1'], extra=dict(procs=procs, left=sorted(p.name for p in wd.iterdir())))
+    left = sorted(p.name for p in wd.iterdir())
+    return Result(wd, wd/'prepared', procs['1'], extra=dict(procs=procs, left=left))
 
 
 @run_spec('chat')
@@ -648,9 +650,11 @@ def test_same_file_twice_drops_the_copies_and_keeps_eval_out_of_train(runs):
     train, evl = {prompt_of(x) for x in r.jsonl('train')}, [prompt_of(x) for x in r.jsonl('eval')]
     assert not train & set(evl)
     assert len(r.jsonl('train')) + len(evl) == SAMPLE_ROWS
-    assert f"dropped {SAMPLE_ROWS} exact copies" in r.proc.stdout and 'eval prompts also in train: 0' in r.proc.stdout
+    assert f"dropped {SAMPLE_ROWS} exact copies" in r.proc.stdout
+    assert 'eval prompts also in train: 0' in r.proc.stdout
     # distinct rows split as before: the output is the once-given file's, byte for byte
-    assert files_under(r.out/'train') == files_under(d.out/'train') and m['fingerprint'] == d.manifest['fingerprint']
+    assert files_under(r.out/'train') == files_under(d.out/'train')
+    assert m['fingerprint'] == d.manifest['fingerprint']
     assert [s['duplicates'] for s in m['per_source']] == [0, SAMPLE_ROWS]
 
 
@@ -662,7 +666,7 @@ def test_keep_duplicates_keeps_every_copy_on_one_side(runs):
     train, evl = r.jsonl('train'), r.jsonl('eval')
     assert len(train) + len(evl) == 2 * SAMPLE_ROWS
     assert not {prompt_of(x) for x in train} & {prompt_of(x) for x in evl}
-    assert Counter(map(prompt_of, evl)) == Counter({k: 2 for k in set(map(prompt_of, evl))})  # both copies in eval
+    assert set(Counter(map(prompt_of, evl)).values()) == {2}  # both copies of each in eval
     assert m['rows']['eval_prompts_in_train'] == 0 and f'kept {SAMPLE_ROWS} exact copies' in r.proc.stdout
 
 

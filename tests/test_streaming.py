@@ -23,8 +23,9 @@ def real():
     from alpaca_ft.prepare import load_data_tokenizer, split_rows, tokenize_splits
     rows, tok = load_rows(data), load_data_tokenizer(str(tok_dir))
     splits = split_rows(rows, 0.1, seed=42)
-    examples, counts = tokenize_splits(splits, tok, max_seq_len=1024, progress=False)  # the old, in-memory path
-    return dict(rows=rows, tok=tok, splits=splits, examples=examples, counts=counts, data=data, tok_dir=tok_dir)
+    examples, counts = tokenize_splits(splits, tok, max_seq_len=1024, progress=False)  # the in-memory path
+    return dict(rows=rows, tok=tok, splits=splits, examples=examples, counts=counts, data=data,
+                tok_dir=tok_dir)
 
 
 @pytest.mark.parametrize('strategy', ['bfd', 'greedy', 'none'])
