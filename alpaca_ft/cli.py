@@ -84,6 +84,11 @@ def _add_prepare(sub):
     p.add_argument('--overlong', choices=['truncate', 'drop'], default='truncate',
                    help='what to do with an example longer than --max-seq-len')
     p.add_argument('--num-proc', type=int, default=None, metavar='N', help='tokenizer processes')
+    p.add_argument('--weights', type=float, nargs='+', default=None, metavar='W',
+                   help='one weight a source: its share of the train rows (drawn with replacement '
+                        'where a source has too few)')
+    p.add_argument('--keep-duplicates', action='store_true',
+                   help='keep exact duplicate rows (by default they are dropped and counted)')
     p.add_argument('--wandb', choices=WANDB_MODES, default='offline', help='W&B mode (online needs a key)')
     p.add_argument('--wandb-project', default='alpaca_ft', help='W&B project')
     p.add_argument('--progress', action=argparse.BooleanOptionalAction, default=True,
@@ -97,7 +102,8 @@ def _run_prepare(a):
     prepare(data=a.data, out=a.out, tokenizer=a.tokenizer, max_seq_len=a.max_seq_len, eval_size=a.eval_size,
             seed=a.seed, pack_strategy=a.pack, train_on_inputs=a.train_on_inputs, template=a.template,
             train_turns=a.train_turns, overlong=a.overlong, num_proc=a.num_proc, wandb=a.wandb,
-            wandb_project=a.wandb_project, overwrite=a.overwrite, progress=a.progress)
+            wandb_project=a.wandb_project, overwrite=a.overwrite, progress=a.progress,
+            dedup=not a.keep_duplicates, weights=a.weights)
 
 # %% ../nbs/20_cli.ipynb #fb5d974e
 TINY_HEADS = 4

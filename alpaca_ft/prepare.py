@@ -4,8 +4,7 @@
 
 # %% ../nbs/08_prepare.ipynb #770f4ac4
 from __future__ import annotations
-import gc, hashlib, json, logging, os, tempfile
-from contextlib import contextmanager
+import hashlib, json, logging, math, os, random, tempfile
 from pathlib import Path
 import datasets
 import matplotlib.pyplot as plt
@@ -16,17 +15,20 @@ from .data import (SAMPLE_DATA, DataError, atomic_dir, check_replaceable, load_r
 from .prompts import (check_template, check_train_turns, render, row_messages, template_name,
                                warn_trailing_space)
 from .tokenization import TINY_TOKENIZER, load_tokenizer, tokenize_chats, tokenize_examples
-from .split import split_indices, write_jsonl
+from .split import leaked, prompt_key, row_key, split_groups, write_jsonl
 from .packing import PACKERS, drop_unlabelled, limit_length, pack, pack_stats
+from .streaming import (datasets_progress_bars, gc_paused, no_labels_error, pack_table,
+                                 token_batches, tokenize_to_disk, token_lengths)
 from .viz import html_tokens, length_histogram, packing_plot
 from .tracking import (WANDB_MODES, artifact_name, artifact_record, check_wandb, init_run,
                                 kept_environ, log_dir_artifact, log_tables)
 
 # %% auto #0
 __all__ = ['TEMPLATES', 'OVERLONG', 'logger', 'SAMPLE_NAME', 'FEATURES', 'TOKENIZER_DIR', 'MANIFEST_KEYS', 'prepare',
-           'check_options', 'load_sources', 'load_data_tokenizer', 'tokenizer_fingerprint', 'log_raw', 'split_rows',
-           'gc_paused', 'datasets_progress_bars', 'tokenize_rows', 'tokenize_splits', 'pack_splits', 'fingerprint',
-           'make_manifest', 'write_output', 'read_manifest', 'verify_fingerprint', 'log_packed', 'prepare_dataset']
+           'check_weights', 'check_options', 'load_sources', 'load_each', 'load_data_tokenizer',
+           'tokenizer_fingerprint', 'log_raw', 'split_rows', 'mix_counts', 'mix_rows', 'select_rows', 'tokenize_rows',
+           'tokenize_splits', 'pack_splits', 'fingerprint', 'source_shares', 'make_manifest', 'write_output',
+           'read_manifest', 'verify_fingerprint', 'log_packed', 'prepare_dataset']
 
 # %% ../nbs/08_prepare.ipynb #11f46b2d
 TEMPLATES = ('alpaca', 'chat')  # the built-in ones; a format string or a function of the row works too
@@ -55,9 +57,24 @@ def _local_paths(data, tokenizer) -> list[Path]:
     local = [Path(s).expanduser() for s in named if not s.startswith(('http://', 'https://'))]
     return [p.resolve() for p in local if p.exists()]
 
+def check_weights(weights, n_sources:int):
+    "Check `weights`: None, or one finite number >= 0 per source, not all zero; a ValueError naming it."
+    if weights is None: return
+    if isinstance(weights, (str, bytes)) or not hasattr(weights, '__len__'):
+        raise ValueError(f'weights must be a list of numbers, one per source, got {weights!r}')
+    if len(weights) != n_sources:
+        raise ValueError(f'weights must give one number per source: {n_sources} source(s), '
+                         f'{len(weights)} weight(s)')
+    for w in weights:
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+            raise ValueError(f'weights must be finite numbers >= 0, got {w!r}')
+    if not sum(weights) > 0: raise ValueError('weights must not all be zero')
+
 def check_options(data, out, tokenizer, max_seq_len, eval_size, seed, pack_strategy, template, overlong,
-                  num_proc, wandb, overwrite):
+                  num_proc, wandb, overwrite, dedup=True, weights=None):
     "Check `prepare_dataset`'s options before any work: an error naming the argument."
+    check_weights(weights, len(data) if data else 1)
+    if not isinstance(dedup, bool): raise ValueError(f'dedup must be True or False, got {dedup!r}')
     if data is not None and not all(isinstance(s, (str, os.PathLike)) or _is_rows(s) for s in data):
         bad = next(s for s in data if not (isinstance(s, (str, os.PathLike)) or _is_rows(s)))
         raise TypeError(f'data must be a file, URL or hub id, rows (a list of dicts, a pandas DataFrame, a '
@@ -94,7 +111,12 @@ SAMPLE_NAME = 'alpaca_ft:sample_alpaca.json'  # the bundled sample's name in man
 
 def load_sources(data, template:str='alpaca') -> tuple[list[dict], list[str], list[str]]:
     "The checked rows of all sources in `data` (None: the bundled sample), their names, the blank rows."
-    rows, invalid = [], []
+    per_source, names, invalid = load_each(data, template)
+    return [row for rows in per_source for row in rows], names, invalid
+
+def load_each(data, template:str='alpaca') -> tuple[list[list[dict]], list[str], list[str]]:
+    "The checked rows of each source in `data` (None: the bundled sample), their names, the blank rows."
+    per_source, invalid = [], []
     for source in data or [SAMPLE_DATA]:
         got = load_rows(source, invalid)
         if template != 'chat':
@@ -102,8 +124,8 @@ def load_sources(data, template:str='alpaca') -> tuple[list[dict], list[str], li
             if chat_row is not None:
                 raise DataError(f"{_name(source)}, row {chat_row}: a row with 'messages' needs "
                                 "template='chat'")
-        rows += got
-    return rows, [_name(s) for s in data] if data else [SAMPLE_NAME], invalid
+        per_source.append(got)
+    return per_source, [_name(s) for s in data] if data else [SAMPLE_NAME], invalid
 
 def _name(source) -> str:
     "How a source is named in messages and the manifest: its path, URL or hub id, or `rows in memory`."
@@ -165,78 +187,86 @@ def log_raw(run, rows:list[dict], data, out):
 
 # %% ../nbs/08_prepare.ipynb #aa4eb4f8
 def split_rows(rows:list[dict], eval_size=None, seed:int=42) -> dict[str, list[dict]]:
-    "`rows` shuffled with `seed` into `{'train': [...], 'eval': [...]}`."
-    train_idx, eval_idx = split_indices(len(rows), eval_size, seed)
+    "`rows` into `{'train': [...], 'eval': [...]}` by a seeded shuffle of their prompts (`split_groups`)."
+    train_idx, eval_idx = split_groups([prompt_key(row) for row in rows], eval_size, seed)
     return {'train': [rows[i] for i in train_idx], 'eval': [rows[i] for i in eval_idx]}
 
-# %% ../nbs/08_prepare.ipynb #800b5cca
-@contextmanager
-def gc_paused():
-    "Pause Python's cycle collector inside the block, and switch it back on after if it was on."
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try: yield
-    finally:
-        if was_enabled: gc.enable()
+def mix_counts(weights, total:int) -> list[int]:
+    "`total` rows shared out in proportion to `weights`; the largest remainders get the odd rows."
+    exact = [w / sum(weights) * total for w in weights]
+    counts = [math.floor(x) for x in exact]
+    by_remainder = sorted(range(len(exact)), key=lambda i: (counts[i] - exact[i], i))
+    for i in by_remainder[:total - sum(counts)]: counts[i] += 1
+    return counts
 
-def _restore_env(name:str, value:str|None):
-    "Put environment variable `name` back to `value`, in `os.environ` and in the C environment Rust reads."
-    if value is not None: os.environ[name] = value
-    else:
-        os.environ.pop(name, None)
-        os.unsetenv(name)
+def mix_rows(groups:list[list[int]], weights, seed:int=42) -> list[int]:
+    "As many rows as `groups` hold, drawn from each by `weights`, seeded (repeats past a whole pass)."
+    rng = random.Random(f'mix {seed}')  # its own generator: the split's draws stay as they were
+    mixed = []
+    for i, (group, n) in enumerate(zip(groups, mix_counts(weights, sum(map(len, groups))))):
+        if n and not group: raise DataError(f'source {i + 1} has no train rows, but weights asks for {n}')
+        whole, rest = divmod(n, len(group)) if group else (0, 0)
+        mixed += group * whole + rng.sample(group, rest)
+    rng.shuffle(mixed)
+    return mixed
 
-def _tokenize_parallel(columns:dict, tokenize, num_proc:int, batch_size:int) -> dict:
-    "`tokenize` (a batch of `columns` -> ids and labels) over batches in `num_proc` processes, with `map`."
-    before = os.environ.get('TOKENIZERS_PARALLELISM')
-    ds = datasets.Dataset.from_dict(columns)
-    try: ds = ds.map(tokenize, batched=True, batch_size=batch_size, num_proc=num_proc,
-                     remove_columns=list(columns), desc='tokenizing')
-    finally: _restore_env('TOKENIZERS_PARALLELISM', before)  # map leaves `false` in the C environment
-    return ds.to_dict()
-
-
-@contextmanager
-def datasets_progress_bars(show:bool):
-    "Hide the progress bars of `datasets` (saving, mapping) in the block unless `show`; put them back after."
-    was_enabled = datasets.is_progress_bar_enabled()
-    if not show: datasets.disable_progress_bars()
-    try: yield
-    finally:
-        if was_enabled: datasets.enable_progress_bars()
+def select_rows(per_source:list[list[dict]], eval_size=None, seed:int=42, dedup:bool=True,
+                weights=None) -> tuple[dict, dict, dict, list[dict]]:
+    "Drop exact duplicates, split by prompt, mix train by `weights`: splits, sources, counts, per source."
+    rows = [row for got in per_source for row in got]
+    origin = [i for i, got in enumerate(per_source) for _ in got]
+    seen, repeat = set(), []
+    for row in rows:
+        key = row_key(row)
+        repeat.append(key in seen)
+        seen.add(key)
+    keep = [j for j, r in enumerate(repeat) if not (dedup and r)]
+    rows, origin, kept_repeat = [rows[j] for j in keep], [origin[j] for j in keep], [repeat[j] for j in keep]
+    keys = [prompt_key(row) for row in rows]
+    train, evl = split_groups(keys, eval_size, seed)
+    distinct_train = [0] * len(per_source)
+    for j in train: distinct_train[origin[j]] += 1
+    if weights is not None:
+        groups = [[] for _ in per_source]
+        for j in train: groups[origin[j]].append(j)
+        train = mix_rows(groups, weights, seed)
+    counts = {'duplicates': sum(repeat), 'repeated_prompts': len(keys) - len(set(keys)),
+              'eval_prompts_in_train': leaked([keys[j] for j in train], [keys[j] for j in evl])}
+    per = [{'read': len(got), 'duplicates': 0, 'kept': 0, 'train_rows': 0, 'eval_rows': 0}
+           for got in per_source]
+    for i, r in zip([i for i, got in enumerate(per_source) for _ in got], repeat): per[i]['duplicates'] += r
+    for i in origin: per[i]['kept'] += 1
+    for j in train: per[origin[j]]['train_rows'] += 1
+    for j in evl: per[origin[j]]['eval_rows'] += 1
+    for i, s in enumerate(per):
+        s['upsampled'] = max(0, s['train_rows'] - distinct_train[i])  # drawn again, with replacement
+        if weights is not None: s['weight'] = weights[i]
+    counts['upsampled'] = sum(s['upsampled'] for s in per)
+    splits = {'train': [rows[j] for j in train], 'eval': [rows[j] for j in evl]}
+    return splits, {'train': [origin[j] for j in train], 'eval': [origin[j] for j in evl]}, counts, per
 
 # %% ../nbs/08_prepare.ipynb #cafeb8d5
 def tokenize_rows(rows:list[dict], tokenizer, template:str='alpaca', train_on_inputs:bool=False,
                   num_proc:int|None=None, progress:bool=True, batch_size:int=1000,
                   train_turns:str='all') -> dict:
     "Template and tokenize `rows`: columns `input_ids` and `labels`, one entry per row."
-    if template == 'chat':  # whole conversations: every assistant turn trained (`train_turns='last'`: one)
-        columns = {'messages': [row_messages(row) for row in rows]}
-        tokenize = lambda b: tokenize_chats(b['messages'], tokenizer, train_turns, train_on_inputs)
-    else:
-        pairs = [render(row, template, tokenizer) for row in rows]
-        columns = {'prompt': [p for p, _ in pairs], 'response': [r for _, r in pairs]}
-        warn_trailing_space(columns['prompt'])
-        tokenize = lambda b: tokenize_examples(b['prompt'], b['response'], tokenizer, train_on_inputs)
-    if num_proc and num_proc > 1:
-        with datasets_progress_bars(progress):
-            return _tokenize_parallel(columns, tokenize, num_proc, batch_size)
     examples = {'input_ids': [], 'labels': []}
-    with gc_paused(), tqdm(total=len(rows), desc='tokenizing', unit=' rows', disable=not progress) as bar:
-        for start in range(0, len(rows), batch_size):
-            batch = tokenize({k: v[start:start + batch_size] for k, v in columns.items()})
-            for k in examples: examples[k] += batch[k]
-            bar.update(len(batch['input_ids']))
+    for batch in token_batches(rows, tokenizer, template, train_on_inputs, num_proc, progress, batch_size,
+                             train_turns):
+        for k in examples: examples[k] += batch[k]
     return examples
 
 def tokenize_splits(splits:dict, tokenizer, template:str='alpaca', train_on_inputs:bool=False,
                     max_seq_len:int=1024, overlong:str='truncate', num_proc:int|None=None,
-                    progress:bool=True, train_turns:str='all') -> tuple[dict, dict]:
+                    progress:bool=True, origin:dict|None=None,
+                    train_turns:str='all') -> tuple[dict, dict]:
     "Tokenize each split and limit its examples' length: the examples per split, and counts of what changed."
     names = list(splits)
     all_rows = [row for name in names for row in splits[name]]  # one pass: one progress bar, full batches
     tokenized = tokenize_rows(all_rows, tokenizer, template, train_on_inputs, num_proc, progress,
                               train_turns=train_turns)
+    if origin is not None:  # each example's source, as a list of one, so that truncation keeps it
+        tokenized['source'] = [[i] for name in names for i in origin[name]]
     examples, counts, start = {}, {'truncated': 0, 'dropped': 0, 'no_labels': 0}, 0
     for name in names:
         end = start + len(splits[name])
@@ -246,11 +276,7 @@ def tokenize_splits(splits:dict, tokenizer, template:str='alpaca', train_on_inpu
         counts['truncated'] += n_truncated
         counts['dropped'] += n_dropped
         counts['no_labels'] += n_unlabelled
-        if not examples[name]['input_ids']:
-            why = (f'all {n_unlabelled} examples were cut to no label tokens at max_seq_len={max_seq_len} '
-                   f'(their prompts are longer); raise max_seq_len' if n_unlabelled
-                   else f'no examples left (overlong={overlong!r})')
-            raise DataError(f'the {name} split has no label tokens: {why}')
+        if not examples[name]['input_ids']: raise no_labels_error(name, n_unlabelled, max_seq_len, overlong)
         start = end
     return examples, counts
 
@@ -261,6 +287,9 @@ FEATURES = datasets.Features({k: datasets.Sequence(datasets.Value('int32'))
 def pack_splits(examples:dict, max_seq_len:int=1024, strategy:str='bfd', progress:bool=True) -> dict:
     "Pack the examples of each split with `strategy`: a `datasets.Dataset` per split, one row per pack."
     packed = {name: pack(split, max_seq_len, strategy, progress) for name, split in examples.items()}
+    return _check_packs(packed, max_seq_len, strategy)
+
+def _check_packs(packed:dict, max_seq_len:int, strategy:str) -> dict:
     for name, packs in packed.items():
         if not len(packs):
             raise DataError(f'the {name} split is empty after packing (too little data for '
@@ -282,8 +311,20 @@ def fingerprint(folder:Path, parts=('train', 'eval')) -> str:
 
 TOKENIZER_DIR = 'tokenizer'  # the tokenizer's copy in a prepare output: the folder can move
 
+def _lengths_of(examples:dict):
+    "The example lengths of a split: its `lengths`, or those of its `input_ids`."
+    return examples['lengths'] if 'lengths' in examples else [len(x) for x in examples['input_ids']]
+
+def source_shares(per:list[dict], examples:dict, tags:dict) -> list[dict]:
+    "`per` (rows of each source) with each source's share of the train and eval tokens."
+    for name, ex in examples.items():
+        tokens = [0] * len(per)
+        for i, n in zip(tags[name], _lengths_of(ex)): tokens[i] += int(n)
+        for s, t in zip(per, tokens): s[f'{name}_tokens'] = round(t / max(1, sum(tokens)), 6)
+    return per
+
 def make_manifest(sources:list[str], tokenizer, settings:dict, n_read:int, counts:dict, examples:dict,
-                  packed:dict) -> dict:
+                  packed:dict, per_source:list[dict]|None=None) -> dict:
     "The manifest of a prepare output, without its `fingerprint` (which `write_output` adds)."
     max_seq_len = settings['max_seq_len']
     return {'format_version': 1, 'sources': sources, 'tokenizer': tokenizer.name_or_path,
@@ -291,12 +332,13 @@ def make_manifest(sources:list[str], tokenizer, settings:dict, n_read:int, count
             'tokenizer_fingerprint': tokenizer_fingerprint(tokenizer), 'vocab_size': len(tokenizer),
             'eos_token_id': tokenizer.eos_token_id, 'pad_token_id': tokenizer.pad_token_id, **settings,
             'rows': {'read': n_read, **counts},
-            'splits': {name: {'examples': len(examples[name]['input_ids']), **pack_stats(packs, max_seq_len)}
+            'per_source': [{'source': name, **s} for name, s in zip(sources, per_source or [])],
+            'splits': {name: {'examples': len(_lengths_of(examples[name])), **pack_stats(packs, max_seq_len)}
                        for name, packs in packed.items()}}
 
 def _save_plots(folder:Path, examples:dict, packs:datasets.Dataset, max_seq_len:int, tokenizer):
     folder.mkdir()
-    lengths = [len(x) for x in examples['input_ids']]
+    lengths = [int(n) for n in _lengths_of(examples)]
     figures = {'lengths.png': length_histogram(lengths, max_seq_len),
                'packing.png': packing_plot(lengths, max_seq_len)}
     for name, fig in figures.items():
@@ -373,11 +415,28 @@ def log_packed(run, out:Path, manifest:dict, splits:dict, raw_artifact=None, nam
     return record
 
 # %% ../nbs/08_prepare.ipynb #fad8f9ba
+def _source_lines(m:dict) -> list[str]:
+    "One line per source when there are several: weight, rows read/kept/drawn, shares of the tokens."
+    per = m.get('per_source', [])
+    if len(per) < 2: return []
+    lines = []
+    for s in per:
+        weight = f"weight {s['weight']:g}, " if 'weight' in s else ''
+        again = f" ({s['upsampled']} drawn again, with replacement)" if s['upsampled'] else ''
+        lines.append(f"  {s['source']}: {weight}read {s['read']}, kept {s['kept']}, train {s['train_rows']} "
+                     f"rows{again}, eval {s['eval_rows']}; {s['train_tokens']:.1%} of train tokens, "
+                     f"{s['eval_tokens']:.1%} of eval")
+    return lines
+
 def _summary(m:dict) -> str:
     r, s = m['rows'], m['splits']
     lines = [f"read {r['read']} rows from {len(m['sources'])} source(s); skipped {r['invalid']} blank; "
              f"truncated {r['truncated']}, dropped {r['dropped']} (over {m['max_seq_len']} tokens, "
              f"overlong={m['overlong']!r}); dropped {r['no_labels']} with no label token left",
+             f"duplicates: {'dropped' if m.get('dedup', True) else 'kept'} {r.get('duplicates', 0)} exact "
+             f"copies (normalised instruction + input + output); {r.get('repeated_prompts', 0)} rows share a "
+             f"prompt, kept on one side; eval prompts also in train: {r.get('eval_prompts_in_train', 0)}",
+             *_source_lines(m),
              f"tokenizer {m['tokenizer']}, template {m['template']}, pack {m['pack']}, seed {m['seed']}",
              f"{'split':<6} {'examples':>9} {'sequences':>10} {'tokens':>10} {'label tokens':>13} "
              f"{'fill':>7}"]
@@ -406,31 +465,44 @@ def prepare_dataset(
     overwrite:bool=False,           # replace `out` if it is an earlier prepare output (has a manifest.json)
     progress:bool=True,             # show progress bars
     verbose:bool=True,              # log a summary (logger `alpaca_ft`, level INFO) at the end
+    dedup:bool=True,                # drop exact duplicates (normalised instruction + input + output)
+    weights=None,                   # one weight a source: each source's share of the train rows
 ) -> dict:                          # the manifest (also in `out/manifest.json`)
     "Load, check, split, tokenize and pack `data` into the folder `out` (and log it to W&B if asked)."
     data = _sources(data)
     check_options(data, out, tokenizer, max_seq_len, eval_size, seed, pack_strategy, template, overlong,
-                  num_proc, wandb, overwrite)
+                  num_proc, wandb, overwrite, dedup, weights)
+    weights = None if weights is None else [float(w) for w in weights]
     check_wandb(wandb, wandb_project)
     check_train_turns(train_turns)
     settings = {'template': template_name(template), 'max_seq_len': max_seq_len, 'overlong': overlong,
                 'pack': pack_strategy, 'train_on_inputs': train_on_inputs, 'train_turns': train_turns,
-                'seed': seed}
-    rows, sources, invalid = load_sources(data, template)
+                'seed': seed, 'dedup': dedup,
+                'weights': weights}
+    per_source, sources, invalid = load_each(data, template)
+    rows = [row for got in per_source for row in got]
+    n_read = len(rows) + len(invalid)
     tok = load_data_tokenizer(tokenizer)
     with kept_environ():  # W&B sets WANDB_* variables for its run; the caller's environment comes back
         run = init_run(wandb, wandb_project, job_type='preprocess', config={'sources': sources, **settings})
         try:
             with datasets_progress_bars(progress):
                 raw = log_raw(run, rows, data, out)
-                splits = split_rows(rows, eval_size, seed)
-                examples, counts = tokenize_splits(splits, tok, template, train_on_inputs, max_seq_len,
-                                                   overlong, num_proc, progress, train_turns)
-                packed = pack_splits(examples, max_seq_len, pack_strategy, progress)
-                manifest = make_manifest(sources, tok, settings, len(rows) + len(invalid),
-                                         {'invalid': len(invalid), **counts}, examples, packed)
-                log = lambda tmp: log_packed(run, tmp, manifest, splits, raw, name=normal_path(out).name)
-                write_output(out, manifest, splits, examples, packed, tok, overwrite, before_commit=log)
+                splits, origin, kept, per = select_rows(per_source, eval_size, seed, dedup, weights)
+                del rows, per_source
+                with tempfile.TemporaryDirectory(prefix='alpaca_ft-prepare-') as work:  # token ids on disk
+                    tables, counts = tokenize_to_disk(splits, tok, work, template, train_on_inputs,
+                                                      max_seq_len, overlong, num_proc, progress, origin,
+                                                      train_turns=train_turns)
+                    examples = {name: {'lengths': token_lengths(t)} for name, t in tables.items()}
+                    tags = {name: t.column('source').to_numpy() for name, t in tables.items()}
+                    packed = {name: pack_table(t, max_seq_len, pack_strategy, work, name, progress)
+                              for name, t in tables.items()}
+                    _check_packs(packed, max_seq_len, pack_strategy)
+                    manifest = make_manifest(sources, tok, settings, n_read, {'invalid': len(invalid), **kept,
+                                             **counts}, examples, packed, source_shares(per, examples, tags))
+                    log = lambda tmp: log_packed(run, tmp, manifest, splits, raw, name=normal_path(out).name)
+                    write_output(out, manifest, splits, examples, packed, tok, overwrite, before_commit=log)
         finally:
             if run is not None: run.finish()
     if verbose:

@@ -4,13 +4,14 @@
 
 # %% ../nbs/03_split.ipynb #784703ea
 from __future__ import annotations
-import json, random
+import hashlib, json, random, unicodedata
 from pathlib import Path
 import pandas as pd
 from .data import DataError, write_atomic
 
 # %% auto #0
-__all__ = ['DEFAULT_EVAL_SIZE', 'eval_count', 'split_indices', 'write_jsonl', 'read_jsonl']
+__all__ = ['DEFAULT_EVAL_SIZE', 'eval_count', 'split_indices', 'write_jsonl', 'read_jsonl', 'normalise', 'row_key', 'prompt_key',
+           'drop_duplicates', 'split_groups', 'leaked']
 
 # %% ../nbs/03_split.ipynb #5743d303
 DEFAULT_EVAL_SIZE = 1000
@@ -74,3 +75,72 @@ def read_jsonl(path: Path, torn_tail: bool = False) -> list[dict]:
                 continue
             raise DataError(f'{path}, line {i}: not valid JSON ({e.msg})') from None
     return rows
+
+# %% ../nbs/03_split.ipynb #e7d69774
+def normalise(text: str) -> str:
+    "`text` as rows are compared: NFC form, whitespace runs as one space, stripped."
+    return ' '.join(unicodedata.normalize('NFC', text).split())
+
+
+def _texts(row: dict) -> list:
+    "A row's normalised texts: Alpaca fields, or messages' roles and contents."
+    if 'messages' in row:
+        return [[str(m.get('role', '')), normalise(str(m.get('content', '')))]
+                for m in row['messages']]
+    return [normalise(row.get(k) or '') for k in ('instruction', 'input', 'output')]
+
+
+def _digest(texts: list) -> bytes:
+    "16 bytes for `texts`: a set of them stays small, even for millions of rows."
+    blob = json.dumps(texts, ensure_ascii=False).encode('utf-8')
+    return hashlib.blake2b(blob, digest_size=16).digest()
+
+
+def row_key(row: dict) -> bytes:
+    "Equal for exact duplicates: instruction + input + output (or messages)."
+    return _digest(_texts(row))
+
+
+def prompt_key(row: dict) -> bytes:
+    "Equal for the same prompt: instruction + input, or all messages but the last."
+    return _digest(_texts(row)[:-1])
+
+
+def drop_duplicates(rows: list[dict]) -> tuple[list[dict], int]:
+    "`rows` without exact duplicates (the first copy stays), and how many went."
+    seen, kept = set(), []
+    for row in rows:
+        key = row_key(row)
+        if key not in seen:
+            seen.add(key)
+            kept.append(row)
+    return kept, len(rows) - len(kept)
+
+# %% ../nbs/03_split.ipynb #7b596fa4
+def split_groups(
+    keys: list, eval_size: float | int | None = None, seed: int = 42
+) -> tuple[list[int], list[int]]:
+    ("`split_indices` for groups: rows with equal `keys` go to the same side. The "
+     "groups are shuffled with `seed`; the last ones (`eval_count` rows or just "
+     "over) are eval.")
+    groups = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    groups = list(groups.values())
+    order = list(range(len(groups)))
+    random.Random(seed).shuffle(order)
+    k, cut, n_eval = eval_count(len(keys), eval_size), len(order), 0
+    while n_eval < k:
+        cut -= 1
+        n_eval += len(groups[order[cut]])
+    if cut == 0 and len(keys) > 1:
+        raise DataError(f'no rows left for train: the {len(keys)} rows share '
+                        f'{len(groups)} prompt(s), and eval takes them all')
+    rows_of = lambda part: [i for g in part for i in groups[g]]
+    return rows_of(order[:cut]), rows_of(order[cut:])
+
+
+def leaked(train_keys: list, eval_keys: list) -> int:
+    "How many eval rows have a key (e.g. `prompt_key`) that some train row has too."
+    train = set(train_keys)
+    return sum(key in train for key in eval_keys)

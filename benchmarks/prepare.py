@@ -71,7 +71,8 @@ def bare_tokenize(tok, texts:list[str]) -> int:
 def run_prepare(data:Path, out:Path, tok_path:str, max_seq_len:int, num_proc) -> dict:
     from alpaca_ft.prepare import prepare
     return prepare([str(data)], out, tok_path, max_seq_len=max_seq_len, pack_strategy='bfd', num_proc=num_proc,
-                   wandb='disabled', overwrite=True, progress=False, verbose=False)
+                   wandb='disabled', overwrite=True, progress=False, verbose=False,
+                   dedup=False)  # resampled rows repeat: keep them all, the point is the volume
 
 
 def time_verify(out:Path, repeats:int=3) -> tuple[float, int]:
@@ -90,7 +91,7 @@ def cli_cmd(data:Path, out:Path, tok_path:str, max_seq_len:int, num_proc) -> lis
     exe = Path(sys.executable).parent/'alpaca_ft'
     head = [str(exe)] if exe.exists() else [sys.executable, '-c', 'import sys; from alpaca_ft.cli import main; sys.exit(main())']
     cmd = head + ['prepare', str(data), '--out', str(out), '--tokenizer', tok_path, '--max-seq-len', str(max_seq_len),
-                  '--pack', 'bfd', '--wandb', 'disabled', '--overwrite']
+                  '--pack', 'bfd', '--wandb', 'disabled', '--overwrite', '--keep-duplicates']
     return cmd + (['--num-proc', str(num_proc)] if num_proc else [])
 
 

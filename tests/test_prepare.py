@@ -131,6 +131,39 @@ def _multi(wd):
     return Result(wd, out, run_cli([a, b, *COMMON, '--out', out], wd), extra=dict(sources=[str(a), str(b)]))
 
 
+@run_spec('twice')
+def _twice(wd):
+    "The same file given twice: its copies must not reach train from eval (they are dropped by default)."
+    data, out = write_jsonl(wd/'rows.jsonl', sample_rows()), wd/'prepared'
+    return Result(wd, out, run_cli([data, data, *COMMON, '--out', out], wd))
+
+
+@run_spec('twice_keep')
+def _twice_keep(wd):
+    data, out = write_jsonl(wd/'rows.jsonl', sample_rows()), wd/'prepared'
+    return Result(wd, out, run_cli([data, data, *COMMON, '--keep-duplicates', '--out', out], wd))
+
+
+@run_spec('mix')
+def _mix(wd):
+    "Two sources, 30 and 100 rows, weighted 0.7 / 0.3: the small one is drawn with replacement."
+    rows = sample_rows()
+    a, b = write_jsonl(wd/'small.jsonl', rows[:30]), write_jsonl(wd/'big.jsonl', rows[30:])
+    outs = [wd/'prepared', wd/'prepared_again']
+    procs = [run_cli([a, b, *COMMON, '--weights', '0.7', '0.3', '--out', o], wd) for o in outs]
+    return Result(wd, outs[0], procs[0],
+                  extra=dict(again=procs[1], out_again=outs[1], sources=[str(a), str(b)]))
+
+
+@run_spec('bad_weights')
+def _bad_weights(wd):
+    data = write_jsonl(wd/'rows.jsonl', sample_rows())
+    procs = {w: run_cli([data, data, *COMMON, '--weights', *w.split(), '--out', wd/'prepared'], wd)
+             for w in ('1', '1 -1', '0 0', '1 nan')}
+    left = sorted(p.name for p in wd.iterdir())
+    return Result(wd, wd/'prepared', procs['1'], extra=dict(procs=procs, left=left))
+
+
 @run_spec('chat')
 def _chat(wd):
     rows, chats = sample_rows(), []
@@ -600,3 +633,68 @@ def test_real_chinese_data(runs):
     assert sum(s['examples'] for s in m['splits'].values()) == kept
     for split in ('train', 'eval'):
         assert m['splits'][split]['sequences'] == len(r.dataset(split)['input_ids']) > 0
+
+
+# ---------------------------------------------------------------- 12. duplicates, leakage, mixing (issue 16)
+
+def prompt_of(r: dict) -> str: return json.dumps([' '.join(r[k].split()) for k in ('instruction', 'input')])
+
+
+@uses('twice', 'default')
+def test_same_file_twice_drops_the_copies_and_keeps_eval_out_of_train(runs):
+    "Before issue 16 the copies of eval rows went to train, silently; now they are dropped, counted and said."
+    r, d = runs.get('twice').ok(), runs.get('default').ok()
+    m = r.manifest
+    assert m['rows']['read'] == 2 * SAMPLE_ROWS and m['rows']['duplicates'] == SAMPLE_ROWS
+    assert m['rows']['eval_prompts_in_train'] == 0 and m['dedup'] is True
+    train, evl = {prompt_of(x) for x in r.jsonl('train')}, [prompt_of(x) for x in r.jsonl('eval')]
+    assert not train & set(evl)
+    assert len(r.jsonl('train')) + len(evl) == SAMPLE_ROWS
+    assert f"dropped {SAMPLE_ROWS} exact copies" in r.proc.stdout
+    assert 'eval prompts also in train: 0' in r.proc.stdout
+    # distinct rows split as before: the output is the once-given file's, byte for byte
+    assert files_under(r.out/'train') == files_under(d.out/'train')
+    assert m['fingerprint'] == d.manifest['fingerprint']
+    assert [s['duplicates'] for s in m['per_source']] == [0, SAMPLE_ROWS]
+
+
+@uses('twice_keep')
+def test_keep_duplicates_keeps_every_copy_on_one_side(runs):
+    r = runs.get('twice_keep').ok()
+    m = r.manifest
+    assert m['dedup'] is False and m['rows']['duplicates'] == SAMPLE_ROWS
+    train, evl = r.jsonl('train'), r.jsonl('eval')
+    assert len(train) + len(evl) == 2 * SAMPLE_ROWS
+    assert not {prompt_of(x) for x in train} & {prompt_of(x) for x in evl}
+    assert set(Counter(map(prompt_of, evl)).values()) == {2}  # both copies of each in eval
+    assert m['rows']['eval_prompts_in_train'] == 0 and f'kept {SAMPLE_ROWS} exact copies' in r.proc.stdout
+
+
+@uses('mix')
+def test_weights_mix_the_train_rows(runs):
+    r = runs.get('mix').ok()
+    m = r.manifest
+    assert m['weights'] == [0.7, 0.3] and [s['source'] for s in m['per_source']] == r.extra['sources']
+    small, big = m['per_source']
+    n_train = small['train_rows'] + big['train_rows']
+    assert n_train == len(r.jsonl('train')) == SAMPLE_ROWS - len(r.jsonl('eval'))
+    assert small['train_rows'] == round(0.7 * n_train) and small['upsampled'] > 0 and big['upsampled'] == 0
+    assert (small['read'], big['read']) == (30, 100) and small['kept'] + big['kept'] == SAMPLE_ROWS
+    assert abs(small['train_tokens'] + big['train_tokens'] - 1) < 1e-5 and small['train_tokens'] > 0.5
+    assert 'drawn again, with replacement' in r.proc.stdout
+    # a row drawn twice stays in train: eval has no copies and shares no prompt with train
+    evl = [prompt_of(x) for x in r.jsonl('eval')]
+    assert len(set(evl)) == len(evl) and not set(evl) & {prompt_of(x) for x in r.jsonl('train')}
+    assert m['rows']['eval_prompts_in_train'] == 0
+    assert r.extra['again'].returncode == 0
+    assert files_under(r.out) == files_under(r.extra['out_again'])  # seeded: the same mix each run
+
+
+@uses('bad_weights')
+def test_bad_weights_are_refused_before_any_work(runs):
+    r = runs.get('bad_weights')
+    for w, proc in r.extra['procs'].items():
+        assert proc.returncode == 2, (w, proc.stdout, proc.stderr)
+        line = proc.stderr.strip()
+        assert 'weights must' in line and len(line.splitlines()) == 1 and 'Traceback' not in line, (w, line)
+    assert r.extra['left'] == ['rows.jsonl']

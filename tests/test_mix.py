@@ -1,0 +1,132 @@
+"""Duplicates, eval leakage and weighted mixing in `prepare` (issue 16, items 2 and 3), through the library."""
+from __future__ import annotations
+import json, math, random
+
+import pytest
+
+from alpaca_ft.data import SAMPLE_DATA
+
+
+def sample_rows() -> list[dict]:
+    return [{k: r.get(k) or '' for k in ('instruction', 'input', 'output')}
+            for r in json.loads(SAMPLE_DATA.read_text(encoding='utf-8'))]
+
+
+def prompt(r): return (' '.join(r['instruction'].split()), ' '.join(r['input'].split()))
+
+
+def test_distinct_rows_split_exactly_as_before():
+    "Rows without a repeated prompt: the prompt-group split is the old row shuffle (any size, seed, eval size)."
+    from alpaca_ft.split import split_groups, split_indices
+    for n, eval_size, seed in ((130, None, 42), (1000, 0.1, 7), (57, 5, 0), (2, None, 3)):
+        assert split_groups([f'k{i}' for i in range(n)], eval_size, seed) == split_indices(n, eval_size, seed)
+
+
+def test_old_split_leaks_copies_new_one_does_not():
+    "The same rows given twice: the row shuffle puts copies of eval rows in train; select_rows never does."
+    from alpaca_ft.split import split_indices
+    from alpaca_ft.prepare import select_rows, split_rows
+    rows = sample_rows()
+    twice = rows + [dict(r) for r in rows]
+    tr, ev = split_indices(len(twice), seed=42)
+    assert {prompt(twice[i]) for i in tr} & {prompt(twice[i]) for i in ev}  # what the old code did
+    splits, origin, counts, per = select_rows([rows, [dict(r) for r in rows]], seed=42)
+    assert counts['duplicates'] == len(rows) and counts['eval_prompts_in_train'] == 0
+    assert splits == split_rows(rows, seed=42)
+    assert [p['duplicates'] for p in per] == [0, len(rows)] and [p['kept'] for p in per] == [len(rows), 0]
+    kept, _, counts, _ = select_rows([rows, [dict(r) for r in rows]], seed=42, dedup=False)
+    assert len(kept['train']) + len(kept['eval']) == 2 * len(rows)
+    assert not {prompt(r) for r in kept['train']} & {prompt(r) for r in kept['eval']}
+    assert counts['duplicates'] == len(rows) and counts['eval_prompts_in_train'] == 0
+
+
+def test_normalisation_finds_whitespace_and_unicode_variants_only():
+    from alpaca_ft.prepare import select_rows
+    base = {'instruction': 'Name a colour.', 'input': '', 'output': 'Blue, café.'}
+    same = {'instruction': '  Name   a\ncolour. ', 'input': '', 'output': 'Blue,\tcafe\u0301.'}
+    other = {'instruction': 'name a colour.', 'input': '', 'output': 'Blue, café.'}  # case counts
+    rows = [base, same, other] + [{'instruction': f'q{i}', 'input': '', 'output': 'a'} for i in range(20)]
+    _, _, counts, _ = select_rows([rows], eval_size=2, seed=0)
+    assert counts['duplicates'] == 1
+
+
+def test_same_prompt_other_answer_stays_on_one_side():
+    from alpaca_ft.prepare import select_rows
+    rows = [{'instruction': f'q{i % 7}', 'input': '', 'output': f'answer {i}'} for i in range(70)]
+    for seed in range(5):
+        splits, _, counts, _ = select_rows([rows], eval_size=10, seed=seed)
+        assert counts['duplicates'] == 0 and counts['repeated_prompts'] == 63
+        assert not {r['instruction'] for r in splits['train']} & {r['instruction'] for r in splits['eval']}
+        assert len(splits['eval']) == 10  # one prompt group of 10 rows
+
+
+def test_chat_rows_are_deduplicated_by_their_messages():
+    from alpaca_ft.prepare import select_rows
+    chat = lambda q, a: {'messages': [{'role': 'user', 'content': q}, {'role': 'assistant', 'content': a}]}
+    rows = [chat('hi', 'hello'), chat(' hi ', 'hello'), chat('hi', 'hey')]
+    rows += [chat(f'q{i}', 'a') for i in range(20)]
+    splits, _, counts, _ = select_rows([rows], eval_size=3, seed=1)
+    assert counts['duplicates'] == 1 and counts['repeated_prompts'] == 1
+    assert counts['eval_prompts_in_train'] == 0
+
+
+def test_weights_share_the_train_rows_and_draw_with_replacement():
+    from alpaca_ft.prepare import select_rows
+    rows = sample_rows()
+    a, b = rows[:20], rows[20:]
+    splits, origin, counts, per = select_rows([a, b], eval_size=10, seed=3, weights=[0.5, 0.5])
+    n = len(splits['train'])
+    assert n == len(rows) - 10 and origin['train'].count(0) == n // 2 == per[0]['train_rows']
+    distinct0 = {json.dumps(r) for r, i in zip(splits['train'], origin['train']) if i == 0}
+    assert per[0]['upsampled'] == per[0]['train_rows'] - len(distinct0)
+    assert per[0]['upsampled'] > 0 and per[1]['upsampled'] == 0 and counts['upsampled'] == per[0]['upsampled']
+    # every distinct train row of the small source is drawn at least once (whole passes, then a sample)
+    dumped = lambda rs: {json.dumps(r) for r in rs}
+    assert dumped(a) - dumped(splits['eval']) <= dumped(splits['train'])
+    # eval: untouched by the mix, no copies, no prompt shared with train
+    plain, _, _, _ = select_rows([a, b], eval_size=10, seed=3)
+    assert splits['eval'] == plain['eval']
+    assert not {prompt(r) for r in splits['train']} & {prompt(r) for r in splits['eval']}
+    again = select_rows([a, b], eval_size=10, seed=3, weights=[0.5, 0.5])
+    assert again[0] == splits and select_rows([a, b], eval_size=10, seed=4, weights=[0.5, 0.5])[0] != splits
+
+
+def test_a_zero_weight_leaves_a_source_out_of_train():
+    from alpaca_ft.prepare import select_rows
+    rows = sample_rows()
+    splits, origin, _, per = select_rows([rows[:50], rows[50:]], eval_size=10, seed=0, weights=[0, 1])
+    assert 0 not in origin['train'] and per[0]['train_rows'] == 0 and per[0]['eval_rows'] > 0
+
+
+@pytest.mark.parametrize('weights, msg', [
+    ([1], 'one number per source'), ([1, -0.5], '>= 0'), ([0, 0], 'not all be zero'), ([1, math.nan], '>= 0'),
+    ([1, math.inf], '>= 0'), ([True, 1], '>= 0'), ('0.7 0.3', 'list of numbers'), (0.7, 'list of numbers')])
+def test_bad_weights_raise_before_any_work(tmp_path, monkeypatch, weights, msg):
+    import alpaca_ft.prepare as P
+    def no_work(*a, **k): raise AssertionError('rows were loaded before the weights were checked')
+    monkeypatch.setattr(P, 'load_rows', no_work)
+    monkeypatch.setattr(P, 'load_each', no_work)
+    rows = sample_rows()
+    with pytest.raises(ValueError, match=msg) as e:
+        P.prepare_dataset([rows[:50], rows[50:]], out=tmp_path/'out', weights=weights, wandb='disabled',
+                          progress=False, verbose=False)
+    assert 'weights' in str(e.value)
+    assert not (tmp_path/'out').exists()
+
+
+def test_prepare_records_each_source(tmp_path):
+    from alpaca_ft.prepare import prepare_dataset, read_manifest
+    rows = sample_rows()
+    random.Random(0).shuffle(rows)
+    m = prepare_dataset([rows[:40], rows[40:] + rows[:10]], out=tmp_path/'out', max_seq_len=256,
+                        weights=[0.25, 0.75], eval_size=13, wandb='disabled', progress=False, verbose=False)
+    assert read_manifest(tmp_path/'out')['per_source'] == m['per_source']
+    s0, s1 = m['per_source']
+    assert (s0['read'], s1['read'], s0['kept'], s1['kept'], s1['duplicates']) == (40, 100, 40, 90, 10)
+    assert m['rows']['duplicates'] == 10 and m['rows']['eval_prompts_in_train'] == 0
+    assert (s0['weight'], s1['weight']) == (0.25, 0.75) and m['weights'] == [0.25, 0.75]
+    train_lines = (tmp_path/'out'/'train.jsonl').read_text(encoding='utf-8').splitlines()
+    assert s0['train_rows'] + s1['train_rows'] == len(train_lines) == 130 - 13
+    assert s0['train_rows'] == round(0.25 * 117) and s0['upsampled'] == 0 and s1['upsampled'] > 0
+    for split in ('train', 'eval'):
+        assert abs(s0[f'{split}_tokens'] + s1[f'{split}_tokens'] - 1) < 1e-5
