@@ -41,8 +41,8 @@ _API = {
     'load_adapter': ('lora', 'load_adapter'),
 }
 _MODULES = ('data', 'prompts', 'tokenization', 'split', 'packing', 'batching', 'viz', 'tracking', 'prepare',
-            'streaming', 'model', 'loop', 'train', 'runs', 'generate', 'demo', 'judge', 'cli', 'smollm2',
-            'real_model', 'lora', 'files', 'attention')  # appendices: files (50), attention (52), streaming (53)
+            'streaming', 'model', 'loop', 'train', 'runs', 'generate', 'demo', 'judge', 'cli',
+            'smollm2', 'real_model', 'lora', 'files', 'attention')  # appendices: files (50), attention (52), streaming (53)
 __all__ = list(_API)
 
 def _param_docs(obj) -> list[tuple[str, str]]:

@@ -99,7 +99,8 @@ def _add_prepare(sub):
 
 def _run_prepare(a):
     from alpaca_ft.prepare import prepare
-    prepare(data=a.data, out=a.out, tokenizer=a.tokenizer, max_seq_len=a.max_seq_len, eval_size=a.eval_size,
+    prepare(data=a.data or None, out=a.out, tokenizer=a.tokenizer, max_seq_len=a.max_seq_len,
+            eval_size=a.eval_size,
             seed=a.seed, pack_strategy=a.pack, train_on_inputs=a.train_on_inputs, template=a.template,
             train_turns=a.train_turns, overlong=a.overlong, num_proc=a.num_proc, wandb=a.wandb,
             wandb_project=a.wandb_project, overwrite=a.overwrite, progress=a.progress,

@@ -42,7 +42,9 @@ def _is_rows(source) -> bool:
 
 def _sources(data) -> list|None:
     "`data` as a list of sources (files, URLs, hub ids, rows in memory); None stays None."
-    if data is None or isinstance(data, (list, tuple)) and not data: return None  # the command's no file
+    if data is None: return None
+    if isinstance(data, (list, tuple)) and not data:  # not "no data given": that is None
+        raise ValueError('data is empty: give files or rows, or leave data=None for the bundled sample')
     if isinstance(data, (str, os.PathLike)) or _is_rows(data): return [data]
     if isinstance(data, (list, tuple)) and data: return list(data)
     raise TypeError('data must be a file, URL or hub id, rows (a list of dicts, a pandas DataFrame, a '

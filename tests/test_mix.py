@@ -130,3 +130,12 @@ def test_prepare_records_each_source(tmp_path):
     assert s0['train_rows'] == round(0.25 * 117) and s0['upsampled'] == 0 and s1['upsampled'] > 0
     for split in ('train', 'eval'):
         assert abs(s0[f'{split}_tokens'] + s1[f'{split}_tokens'] - 1) < 1e-5
+
+
+@pytest.mark.parametrize('empty', [[], ()])
+def test_an_empty_list_of_data_is_refused_not_read_as_the_sample(tmp_path, empty):
+    "`data=[]` is not `data=None`: it names `data`, and nothing is written."
+    with pytest.raises(ValueError, match='data is empty'):
+        from alpaca_ft.prepare import prepare_dataset
+        prepare_dataset(empty, out=tmp_path/'o', progress=False)
+    assert not (tmp_path/'o').exists()
