@@ -292,12 +292,12 @@ def _write_checkpoint(tmp:Path, model, optimizer, step:int, run:dict, tokenizer)
 class NonFiniteError(ValueError):
     "The training loss, or a weight, stopped being a finite number."
 
-def check_finite(model, step:int, loss:float|None=None, run_dir=None):
+def check_finite(model, step:int, loss:float|None=None, run_dir=None, name:str='training loss'):
     """Raise `NonFiniteError` naming `step` and the last good checkpoint: `loss` given, when it is not finite
     (a number already on the host: no device sync); no `loss`, when a trainable weight is not finite."""
     if loss is not None:
         if math.isfinite(loss): return
-        what = f'the training loss is {loss}'
+        what = f'the {name} is {loss}'
     else:
         params = [p for p in _unwrap(model).parameters() if p.requires_grad]
         if not params or torch.stack([p.detach().isfinite().all() for p in params]).all(): return
@@ -759,6 +759,7 @@ def fit(cfg:TrainConfig, run_dir:Path, on_step=None, base_model=None) -> dict:
         if should_eval(step, cfg, steps_per_epoch, total):
             metrics.append({'step': step, 'epoch': round(step / steps_per_epoch, 4),
                             **evaluate(_unwrap(model), eval_dl, device, amp, impl)})
+            check_finite(model, step, metrics[-1]['eval_loss'], run_dir, 'eval loss')  # as the training loss
             if main: log_metrics(metrics[-1], run_dir, run)
             if main and eval_rows: sample_answers(model, tok, eval_rows, template, cfg, run_dir, run, step)
         if should_save(step, cfg, steps_per_epoch, total) or step == total:

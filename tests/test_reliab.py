@@ -197,6 +197,28 @@ def test_non_finite_training_stops_with_the_step_named(data, tmp_path, capsys):
     assert f'{ckpts[-1]}' in err  # the last good checkpoint is named
 
 
+def test_a_non_finite_eval_loss_stops_the_run_too(data, tmp_path, monkeypatch, capsys):
+    "Only the training loss was checked: a NaN eval loss was logged, and the run went on to save and finish."
+    import alpaca_ft.train as T
+    real, calls = T.evaluate, []
+    def evaluate(model, *a, **kw):  # what bf16 overflow in eval looks like: weights finite, eval loss not
+        calls.append(1)
+        m = real(model, *a, **kw)
+        return {**m, 'eval_loss': float('nan')} if len(calls) == 3 else m
+    monkeypatch.setattr(T, 'evaluate', evaluate)
+    run = tmp_path/'run'
+    code, err = cli(capsys, 'train', data, '--out', run, '--max-steps', 6, '--batch-size', 4,
+                    '--grad-accum', 1, '--lr', 3e-3, '--n-eval-samples', 0, '--eval-every', 2,
+                    '--save-every', 2, '--wandb', 'disabled', '--no-progress')  # evals at 0, 2, then 4: NaN
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert 'step 4: the eval loss is nan; training stopped' in err and 'lower --lr' in err
+    assert f"the last good checkpoint, {run/'checkpoints'/'step-2'}, is kept" in err
+    assert [c.name for c in (run/'checkpoints').iterdir()] == ['step-2']
+    assert not (run/'final').exists() and status(run) == 'failed'
+    assert all(m['eval_loss'] == m['eval_loss'] for m in read_jsonl(run/'metrics.jsonl') if 'eval_loss' in m)
+    assert max(m['step'] for m in read_jsonl(run/'metrics.jsonl')) == 4  # the train step, not its NaN eval
+
+
 # --- 5. weights checked by content --------------------------------------------------------------------------
 
 def test_a_checkpoint_with_missing_tensors_is_refused(data, finished, tmp_path, capsys):
