@@ -38,9 +38,9 @@ __all__ = ['logger', 'PRECISIONS', 'STEP_SUMS', 'RUN_MARKER', 'REPLACED', 'train
            'lr_schedule_plot', 'checkpoint_step', 'list_checkpoints', 'latest_checkpoint', 'prune_checkpoints',
            'NonFiniteError', 'check_finite', 'save_checkpoint', 'read_checkpoint', 'find_checkpoint', 'run_identity',
            'check_same_run', 'autocast_dtype', 'device_ids', 'init_distributed', 'evaluate', 'check_run_dir',
-           'run_lock', 'signals_deferred', 'set_aside_run', 'write_run_info', 'build_data', 'build_model',
-           'step_batches', 'train_step', 'should_eval', 'should_save', 'log_step', 'resume', 'start_tracking', 'finish',
-           'log_metrics', 'sample_answers', 'fit', 'FineTuneResult', 'fine_tune']
+           'run_lock', 'signals_deferred', 'set_aside_run', 'recover_swap', 'write_run_info', 'build_data',
+           'build_model', 'step_batches', 'train_step', 'should_eval', 'should_save', 'log_step', 'resume',
+           'start_tracking', 'finish', 'log_metrics', 'sample_answers', 'fit', 'FineTuneResult', 'fine_tune']
 
 # %% ../nbs/12_train.ipynb #0f31bdfc
 PRECISIONS = ('auto', 'bf16', 'fp32')
@@ -509,6 +509,29 @@ def _put_back(run_dir:Path, aside:Path):
         for name in sorted(names, key=lambda n: n == RUN_MARKER): (aside/name).rename(run_dir/name)
         aside.rmdir()
 
+def recover_swap(run_dir) -> str|None:
+    """Finish an `--overwrite` killed at its end (SIGKILL: no clean-up ran), before anything else reads the
+    folder: its new run had saved `final/` (written whole or not at all) but not recorded it, or had recorded
+    it but not yet deleted the old run in `replaced-run/`. Returns what was done (also logged, one line)."""
+    run_dir = normal_path(run_dir)
+    aside = run_dir/REPLACED
+    if int(os.environ.get('RANK', 0)) != 0: return None  # rank 0 writes the run folder
+    if not (aside.is_dir() and (run_dir/RUN_MARKER).is_file()): return None
+    with run_lock(run_dir):  # no live run writes here: what the records say is what a killed one left
+        status = _run_status(run_dir)
+        if status == 'running' and (run_dir/'final').is_dir():
+            info = json.loads((run_dir/RUN_MARKER).read_text(encoding='utf-8'))
+            if not (run_dir/'loss.png').is_file():
+                _loss_plot(read_jsonl(run_dir/'metrics.jsonl', torn_tail=True), run_dir/'loss.png')
+            write_run_info(run_dir, {**info, 'status': 'finished', 'final': 'final'})
+            done = 'its new run had saved final/: recorded as finished'
+        elif status == 'finished': done = 'its new run had finished'
+        else: return None  # an unfinished new run: --resume continues it, the old one stays aside until then
+        shutil.rmtree(aside)
+    logger.warning(f'{run_dir}: an --overwrite was killed at its end; {done}, and the run it replaced is '
+                   f'deleted now ({aside})')
+    return done
+
 def write_run_info(run_dir:Path, info:dict):
     "Write the marker `run.json` (atomically), stamped as made by alpaca_ft train."
     info = {'made_by': 'alpaca_ft train', **info}
@@ -820,6 +843,7 @@ def fine_tune(
     cfg = config
     check_config(cfg)
     check_wandb(cfg.wandb, cfg.wandb_project)
+    recover_swap(cfg.out)  # an --overwrite killed at its end: finished first; the checks see the result
     mode = check_run_dir(cfg)  # refused before the lock makes the folder
     rng, was_training = _rng_states(), model.training if model is not None else None
     try:

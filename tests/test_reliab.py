@@ -376,6 +376,55 @@ def test_an_overwrite_killed_while_setting_aside_is_finished_by_the_next(data, f
     assert status(run) == 'interrupted'
 
 
+def _killed_at_the_end(finished, run, recorded:bool):
+    "The folder an --overwrite leaves when SIGKILLed after writing final/: before or after recording it."
+    shutil.copytree(finished, run)
+    shutil.copytree(finished, run/REPLACED)
+    old = json.loads((run/REPLACED/RUN_MARKER).read_text())
+    (run/REPLACED/RUN_MARKER).write_text(json.dumps({**old, 'config': {**old['config'], 'lr': 0.1}}))
+    if recorded: shutil.rmtree(run/REPLACED/'checkpoints')  # killed while deleting the old run
+    else:
+        info = json.loads((run/RUN_MARKER).read_text())
+        (run/RUN_MARKER).write_text(json.dumps({**info, 'status': 'running', 'final': None}))
+        (run/'loss.png').unlink()  # written after final/, before run.json
+
+
+@pytest.mark.parametrize('recorded', [False, True], ids=['final/ not recorded', 'old run half deleted'])
+def test_an_overwrite_killed_at_its_end_is_finished_by_the_next_train(data, finished, tmp_path, recorded,
+                                                                      caplog):
+    "SIGKILL after final/: replaced-run/ stayed for ever, --resume refused, and --overwrite deleted final/."
+    run = tmp_path/'run'
+    _killed_at_the_end(finished, run, recorded)
+    with pytest.raises(FileExistsError, match="exists; pass resume=True"):  # a plain train: taken
+        train(cfg(data, run))
+    assert status(run) == 'finished' and not (run/REPLACED).exists()  # but the swap is finished first
+    assert json.loads((run/RUN_MARKER).read_text())['final'] == 'final' and (run/'loss.png').is_file()
+    assert (run/'final'/'model.safetensors').is_file() and steps(run) == [1, 2, 3, 4]
+    said = [r.getMessage() for r in caplog.records if 'killed at its end' in r.getMessage()]
+    assert len(said) == 1 and ('recorded as finished' in said[0]) != recorded and str(run/REPLACED) in said[0]
+
+
+def test_an_overwrite_killed_at_its_end_then_resume_on_the_command_line(data, finished, tmp_path, capsys):
+    run = tmp_path/'run'
+    _killed_at_the_end(finished, run, recorded=False)
+    code, err = cli(capsys, 'train', data, '--out', run, '--resume', '--max-steps', 4, '--batch-size', 4,
+                    '--grad-accum', 1, '--lr', 3e-3, '--n-eval-samples', 0, '--save-every', 2,
+                    '--eval-every', 100, '--wandb', 'disabled', '--no-progress')
+    lines = err.strip().splitlines()
+    assert code == 2 and 'the run is at step 4 already' in lines[-1], err  # a finished run: nothing to resume
+    assert len(lines) == 2 and 'recorded as finished, and the run it replaced is deleted now' in lines[0]
+    assert status(run) == 'finished' and not (run/REPLACED).exists()
+
+
+def test_an_unfinished_replacement_is_left_for_resume(data, finished, tmp_path):
+    "No final/: the new run had not finished; nothing is decided for it, --resume continues it as before."
+    from alpaca_ft.train import recover_swap
+    run = tmp_path/'run'
+    _killed_at_the_end(finished, run, recorded=False)
+    shutil.rmtree(run/'final')
+    assert recover_swap(run) is None and (run/REPLACED/RUN_MARKER).is_file() and status(run) == 'running'
+
+
 def test_a_run_folder_spelled_with_a_tilde_is_checked_where_written(data, finished, tmp_path, monkeypatch):
     "`--out ~/run`: one spelling checked, another written; now both are $HOME/run."
     monkeypatch.setenv('HOME', str(tmp_path))
