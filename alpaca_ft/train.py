@@ -290,7 +290,7 @@ def _write_checkpoint(tmp:Path, model, optimizer, step:int, run:dict, tokenizer)
     torch.save(state, tmp/'trainer_state.pt')
 
 class NonFiniteError(ValueError):
-    "The training loss, or a weight, stopped being a finite number."
+    "The training or eval loss, or a weight, stopped being a finite number."
 
 def check_finite(model, step:int, loss:float|None=None, run_dir=None, name:str='training loss'):
     """Raise `NonFiniteError` naming `step` and the last good checkpoint: `loss` given, when it is not finite
