@@ -256,13 +256,14 @@ def _from_parent_only():
     terminal, a scheduler), they are the main process's to handle: it shuts its pool down. A worker that
     died of them itself could hold the pool's queue lock (the pool's shutdown then waits on it for ever), and
     the pool would start a new worker in its place that nobody stops."""
-    if not _ON_INTERRUPT or not hasattr(signal, 'sigwaitinfo'): return  # not inside `main`; no POSIX signals
+    if not _ON_INTERRUPT or not hasattr(signal, 'sigtimedwait'): return  # not inside `main`; no POSIX signals
     parent = os.getppid()
     signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)  # taken by the thread below, not by a handler
     def wait():
-        while True:
-            info = signal.sigwaitinfo(_SIGNALS)
-            if info.si_pid == parent or os.getppid() != parent: os._exit(128 + info.si_signo)
+        while True:  # and once a second: a worker whose parent has gone (killed, cut short) ends too
+            info = signal.sigtimedwait(_SIGNALS, 1.0)
+            if (info is not None and info.si_pid == parent) or os.getppid() != parent:
+                os._exit(128 + (info.si_signo if info is not None else signal.SIGTERM))
     threading.Thread(target=wait, daemon=True, name='alpaca_ft-signals').start()
 
 def _interrupt(signum, frame):

@@ -330,6 +330,51 @@ def test_a_signal_during_a_worker_pool_exits_130(tmp_path, sig, group, times):
         assert not (tmp_path/'out').exists() and sorted(p.name for p in tmp_path.iterdir()) == ['big.jsonl']
 
 
+def _alive(pid) -> bool:
+    try: return (Path(f'/proc/{pid}/stat')).read_text().rsplit(')', 1)[1].split()[0] != 'Z'
+    except OSError: return False
+
+
+@pytest.mark.skipif(not Path('/proc/self/task').is_dir(), reason='needs /proc to see the worker processes')
+def test_a_forked_worker_takes_signals_from_its_parent_only_and_ends_with_it(tmp_path):
+    "The mechanism under the test above: signals from elsewhere are the command's; an orphan ends by itself."
+    code = '''
+import os, signal, sys, time
+from alpaca_ft import cli
+cli._ON_INTERRUPT.append('running')  # as inside `main`
+os.register_at_fork(after_in_child=cli._from_parent_only)
+def worker():
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(120)
+        os._exit(0)
+    return pid
+a = worker()
+print(a, flush=True)
+sys.stdin.readline()  # the test has sent its signals to the worker
+os.kill(a, signal.SIGTERM)  # as the pool's terminate() does
+print(os.waitstatus_to_exitcode(os.waitpid(a, 0)[1]), worker(), flush=True)
+os._exit(0)  # the command dies, its second worker left behind
+'''
+    p = subprocess.Popen([sys.executable, '-c', code], env=ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True, start_new_session=True)
+    try:
+        a = int(p.stdout.readline())
+        for sig in (signal.SIGINT, signal.SIGTERM): os.kill(a, sig)  # from elsewhere: a terminal, a scheduler
+        time.sleep(1)
+        assert _alive(a)
+        p.stdin.write('go\n')
+        p.stdin.flush()
+        code, b = map(int, p.stdout.readline().split())
+        assert code == 143 and p.wait(timeout=60) == 0
+        deadline = time.monotonic() + 60
+        while _alive(b) and time.monotonic() < deadline: time.sleep(0.1)
+        assert not _alive(b), 'an orphaned worker stayed'
+    finally:
+        try: os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError: pass
+
+
 def test_signals_are_held_back_in_a_critical_section():
     from alpaca_ft.train import signals_deferred
     done = []
