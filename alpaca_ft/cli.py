@@ -248,7 +248,18 @@ def _in_finaliser(frame) -> bool:
         frame = frame.f_back
     return False
 
-_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_SIGNALS, _MASK = (signal.SIGINT, signal.SIGTERM), threading.local()
+
+def _hold_signals():
+    "Before a fork: the child starts with SIGINT and SIGTERM blocked, before any handler of ours could run."
+    if _ON_INTERRUPT and hasattr(signal, 'sigtimedwait'):
+        _MASK.old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+
+def _release_signals():
+    "After a fork, in the parent: signals held meanwhile are delivered now."
+    old = getattr(_MASK, 'old', None)
+    if old is not None: signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    _MASK.old = None
 
 def _from_parent_only():
     """In a process forked while the command runs (a worker of a pool, the pool's manager): SIGINT and SIGTERM
@@ -256,9 +267,8 @@ def _from_parent_only():
     terminal, a scheduler), they are the main process's to handle: it shuts its pool down. A worker that
     died of them itself could hold the pool's queue lock (the pool's shutdown then waits on it for ever), and
     the pool would start a new worker in its place that nobody stops."""
-    if not _ON_INTERRUPT or not hasattr(signal, 'sigtimedwait'): return  # not inside `main`; no POSIX signals
-    parent = os.getppid()
-    signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)  # taken by the thread below, not by a handler
+    if getattr(_MASK, 'old', None) is None: return  # not inside `main`, or no POSIX signals
+    parent = os.getppid()  # SIGINT and SIGTERM are blocked since the fork: taken by the thread below
     def wait():
         while True:  # and once a second: a worker whose parent has gone (killed, cut short) ends too
             info = signal.sigtimedwait(_SIGNALS, 1.0)
@@ -297,7 +307,8 @@ def main(argv:list[str]|None=None) -> int:
     global _MAIN_PID, _AT_FORK
     _MAIN_PID = os.getpid()
     if not _AT_FORK and hasattr(os, 'register_at_fork'):  # once: a hook cannot be removed; it acts in `main`
-        os.register_at_fork(after_in_child=_from_parent_only)
+        os.register_at_fork(before=_hold_signals, after_in_parent=_release_signals,
+                            after_in_child=_from_parent_only)
         _AT_FORK = True
     _ON_INTERRUPT[:] = [f"alpaca_ft{' ' + command if command else ''}: error: interrupted\n"]
     try: old = {s: signal.signal(s, _interrupt) for s in (signal.SIGTERM, signal.SIGINT)}

@@ -342,15 +342,16 @@ def test_a_forked_worker_takes_signals_from_its_parent_only_and_ends_with_it(tmp
 import os, signal, sys, time
 from alpaca_ft import cli
 cli._ON_INTERRUPT.append('running')  # as inside `main`
-os.register_at_fork(after_in_child=cli._from_parent_only)
+os.register_at_fork(before=cli._hold_signals, after_in_parent=cli._release_signals,
+                    after_in_child=cli._from_parent_only)  # as `main` does
 def worker():
     pid = os.fork()
-    if pid == 0:
+    if pid == 0:  # the fork's hooks have run
+        print('ready', os.getpid(), flush=True)
         time.sleep(120)
         os._exit(0)
     return pid
 a = worker()
-print(a, flush=True)
 sys.stdin.readline()  # the test has sent its signals to the worker
 os.kill(a, signal.SIGTERM)  # as the pool's terminate() does
 print(os.waitstatus_to_exitcode(os.waitpid(a, 0)[1]), worker(), flush=True)
@@ -359,13 +360,15 @@ os._exit(0)  # the command dies, its second worker left behind
     p = subprocess.Popen([sys.executable, '-c', code], env=ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          text=True, start_new_session=True)
     try:
-        a = int(p.stdout.readline())
+        a = int(p.stdout.readline().split()[1])
         for sig in (signal.SIGINT, signal.SIGTERM): os.kill(a, sig)  # from elsewhere: a terminal, a scheduler
         time.sleep(1)
         assert _alive(a)
         p.stdin.write('go\n')
         p.stdin.flush()
-        code, b = map(int, p.stdout.readline().split())
+        lines = sorted([p.stdout.readline().split(), p.stdout.readline().split()])  # 'ready B' comes last
+        (code, b), ready = map(int, lines[0]), lines[1]
+        assert ready == ['ready', str(b)]
         assert code == 143 and p.wait(timeout=60) == 0
         deadline = time.monotonic() + 60
         while _alive(b) and time.monotonic() < deadline: time.sleep(0.1)
