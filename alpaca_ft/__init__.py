@@ -17,6 +17,7 @@ _API = {
     # tokens, split, packs, batches (02-05)
     'load_tokenizer': ('tokenization', 'load_tokenizer'),
     'tokenize_examples': ('tokenization', 'tokenize_examples'),
+    'tokenize_chats': ('tokenization', 'tokenize_chats'),
     'split_indices': ('split', 'split_indices'), 'limit_length': ('packing', 'limit_length'),
     'pack': ('packing', 'pack'), 'unpack': ('packing', 'unpack'),
     'pad_batch': ('batching', 'pad_batch'), 'collate': ('batching', 'collate'),
@@ -40,7 +41,8 @@ _API = {
     'load_adapter': ('lora', 'load_adapter'),
 }
 _MODULES = ('data', 'prompts', 'tokenization', 'split', 'packing', 'batching', 'viz', 'tracking', 'prepare',
-            'model', 'train', 'generate', 'demo', 'judge', 'cli', 'smollm2', 'real_model', 'lora')
+            'model', 'loop', 'train', 'runs', 'generate', 'demo', 'judge', 'cli', 'smollm2', 'real_model', 'lora',
+            'files', 'attention')  # appendices: writing files safely (50), flex attention and stock collators (52)
 __all__ = list(_API)
 
 def _param_docs(obj) -> list[tuple[str, str]]:

@@ -7,8 +7,12 @@ from __future__ import annotations
 import torch
 
 # %% auto #0
-__all__ = ['MASK_FORMS', 'pad_batch', 'segment_ids', 'block_causal_mask', 'for_attention', 'flex_block_mask',
-           'attention_mask_for', 'collate', 'Collator']
+__all__ = ['MASK_FORMS', 'pad_batch', 'segment_ids', 'block_causal_mask', 'for_attention', 'attention_mask_for', 'collate',
+           'Collator']
+
+# %% ../nbs/05_batching.ipynb #11d9a56f
+# flex attention's mask is built in the appendix (52_attention); importable from here as before
+from .attention import flex_block_mask
 
 # %% ../nbs/05_batching.ipynb #2161cbe9
 def _as_rows(batch, name: str = 'batch') -> list[dict]:
@@ -99,19 +103,6 @@ def for_attention(
             ~mask, blocked
         )
     return mask
-
-
-def flex_block_mask(position_ids: torch.Tensor):
-    "A flex_attention `BlockMask`: causal, and only within the same example."
-    from torch.nn.attention.flex_attention import create_block_mask
-
-    seg = segment_ids(position_ids)
-
-    def same_example(b, h, q, kv):
-        return (seg[b, q] == seg[b, kv]) & (kv <= q)
-
-    B, L = seg.shape
-    return create_block_mask(same_example, B, None, L, L, device=seg.device)
 
 
 def _check_mask_form(attn_implementation: str):

@@ -79,6 +79,8 @@ def _add_prepare(sub):
                         'or one example a row')
     p.add_argument('--train-on-inputs', action='store_true', help='train on the prompt tokens too')
     p.add_argument('--template', choices=['alpaca', 'chat'], default='alpaca')
+    p.add_argument('--train-turns', choices=['all', 'last'], default='all',
+                   help='with --template chat: train every assistant turn (default) or only the last')
     p.add_argument('--overlong', choices=['truncate', 'drop'], default='truncate',
                    help='what to do with an example longer than --max-seq-len')
     p.add_argument('--num-proc', type=int, default=None, metavar='N', help='tokenizer processes')
@@ -94,8 +96,8 @@ def _run_prepare(a):
     from alpaca_ft.prepare import prepare
     prepare(data=a.data, out=a.out, tokenizer=a.tokenizer, max_seq_len=a.max_seq_len, eval_size=a.eval_size,
             seed=a.seed, pack_strategy=a.pack, train_on_inputs=a.train_on_inputs, template=a.template,
-            overlong=a.overlong, num_proc=a.num_proc, wandb=a.wandb, wandb_project=a.wandb_project,
-            overwrite=a.overwrite, progress=a.progress)
+            train_turns=a.train_turns, overlong=a.overlong, num_proc=a.num_proc, wandb=a.wandb,
+            wandb_project=a.wandb_project, overwrite=a.overwrite, progress=a.progress)
 
 # %% ../nbs/20_cli.ipynb #fb5d974e
 TINY_HEADS = 4

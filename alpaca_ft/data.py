@@ -4,17 +4,21 @@
 
 # %% ../nbs/00_data.ipynb #0d35745f
 from __future__ import annotations
-import codecs, csv, importlib.resources, io, json, os, re, shutil, socket, stat, sys, tempfile, threading
-import errno, time, urllib.request
-from contextlib import contextmanager
+import codecs, csv, importlib.resources, io, json, os, re, shutil, sys, tempfile, threading
 from urllib.parse import urlsplit
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['ASSETS', 'SAMPLE_DATA', 'READERS', 'URL_TIMEOUT', 'URL_STALL_SECONDS', 'URL_MIN_RATE', 'URL_MAX_BYTES', 'OWNER_FILE',
-           'DISK_FULL_BYTES', 'shared_dir', 'shared_path', 'DataError', 'EmptyField', 'validate_row', 'download',
-           'load_rows', 'normal_path', 'owner_record', 'remove_stale_temps', 'owned_temp', 'write_atomic',
-           'made_by_alpaca_ft', 'check_replaceable', 'disk_full', 'atomic_dir']
+__all__ = ['ASSETS', 'SAMPLE_DATA', 'READERS', 'shared_dir', 'shared_path', 'DataError', 'EmptyField', 'validate_row',
+           'load_rows']
+
+# %% ../nbs/00_data.ipynb #464a3b5e
+# Writing files safely and downloading are engineering, kept in the appendix (50_files);
+# their names stay importable from here, where the first lesson introduced them.
+from .files import (
+    OWNER_FILE, DISK_FULL_BYTES, URL_TIMEOUT, URL_STALL_SECONDS, URL_MIN_RATE, URL_MAX_BYTES,
+    normal_path, owner_record, remove_stale_temps, owned_temp, write_atomic, made_by_alpaca_ft,
+    check_replaceable, disk_full, atomic_dir, download)
 
 # %% ../nbs/00_data.ipynb #9ed05ff1
 ASSETS = Path(str(importlib.resources.files('alpaca_ft')))/'assets'
@@ -55,23 +59,39 @@ class _LongInt:
 def _kind(v) -> str:
     return f'an integer of {v.digits:,} digits' if isinstance(v, _LongInt) else type(v).__name__
 
-def _check_messages(msgs, src, where):
-    if not isinstance(msgs, list) or not msgs: _fail(src, "'messages' must be a non-empty list", **where)
-    for m in msgs:
-        if not (isinstance(m, dict) and isinstance(m.get('role'), str) and isinstance(m.get('content'), str)):
-            _fail(src, "each message needs string 'role' and 'content'", **where)
+# chat roles: `messages` use role/content; ShareGPT's `conversations` use from/value (human, gpt, system)
+_ROLES = {'messages': ('role', 'content', {'system': 'system', 'user': 'user', 'assistant': 'assistant'}),
+          'conversations': ('from', 'value', {'system': 'system', 'human': 'user', 'user': 'user',
+                                              'gpt': 'assistant', 'assistant': 'assistant'})}
+
+def _check_messages(row, src, where):
+    key = 'messages' if 'messages' in row else 'conversations'
+    role, text, names = _ROLES[key]
+    msgs = row[key]
+    if not isinstance(msgs, list) or not msgs: _fail(src, f"'{key}' must be a non-empty list", **where)
+    for k, m in enumerate(msgs):
+        if not (isinstance(m, dict) and isinstance(m.get(role), str) and isinstance(m.get(text), str)):
+            _fail(src, f"{key}[{k}] needs string '{role}' and '{text}'", **where)
+        if m[role] not in names:
+            known = ', '.join(names)
+            _fail(src, f"{key}[{k}]: unknown {role} {m[role]!r} (expected one of {known})", **where)
+    msgs = [{'role': names[m[role]], 'content': m[text]} for m in msgs]
+    if all(m['role'] != 'assistant' for m in msgs): _fail(src, f"'{key}' has no assistant turn", **where)
     if msgs[-1]['role'] != 'assistant': _fail(src, "the last message must be the assistant's answer", **where)
-    if not msgs[-1]['content'].strip():
+    blank = [k for k, m in enumerate(msgs) if m['role'] == 'assistant' and not m['content'].strip()]
+    if blank and blank[-1] == len(msgs) - 1:
         _fail(src, "the assistant's answer (the last message) is empty", **where, err=EmptyField)
+    if blank: _fail(src, f"the assistant's answer {key}[{blank[0]}] is empty", **where, err=EmptyField)
     if not any(m['content'].strip() for m in msgs[:-1]):
         _fail(src, "no message before the assistant's answer has any text", **where, err=EmptyField)
-    return {'messages': [{'role': m['role'], 'content': m['content']} for m in msgs]}
+    return {'messages': msgs}
 
 def validate_row(row, src='<rows>', line=None, row_idx=None) -> dict:
     "Check one raw record and return it as `{instruction, input, output}` (or `{messages}` for chat rows)."
     where = dict(line=line, row=row_idx)
     if not isinstance(row, dict): _fail(src, f'expected an object, got {_kind(row)}', **where)
-    if 'messages' in row and 'instruction' not in row: return _check_messages(row['messages'], src, where)
+    if ('messages' in row or 'conversations' in row) and 'instruction' not in row:
+        return _check_messages(row, src, where)
     for k in ('instruction', 'output'):
         if k not in row or row[k] is None: _fail(src, f"missing field '{k}'", **where)
     out = {}
@@ -195,64 +215,11 @@ def _read_parquet(path):
 READERS = {'.json': _read_json, '.jsonl': _read_jsonl, '.csv': _read_csv, '.parquet': _read_parquet}
 
 # %% ../nbs/00_data.ipynb #7834306e
-URL_TIMEOUT = 60               # seconds any one read from a URL may wait
-URL_STALL_SECONDS = 60         # a download gives up when, over a stretch this long,
-URL_MIN_RATE = 1024            # fewer than this many bytes a second arrived
-URL_MAX_BYTES = 4 * 2**30      # bytes a download may have
-
-def _fetch(url:str, dest:Path, got:list, stop:threading.Event):
-    "Download `url` to `dest`, adding to `got[0]` the bytes received; return early when `stop` is set."
-    import http.client, urllib.error
-    try:
-        with urllib.request.urlopen(url, timeout=URL_TIMEOUT) as r:
-            if stop.is_set(): return
-            length = r.headers.get('Content-Length')
-            length = int(length) if length and length.isdigit() else None
-            if length is not None and length > URL_MAX_BYTES:
-                _fail(url, f'{length:,} bytes is over the limit of {URL_MAX_BYTES:,} (URL_MAX_BYTES)')
-            with open(dest, 'wb') as f:
-                while chunk := r.read1(2**16):
-                    if stop.is_set(): return
-                    got[0] += len(chunk)
-                    if got[0] > URL_MAX_BYTES:
-                        _fail(url, f'more than the limit of {URL_MAX_BYTES:,} bytes (URL_MAX_BYTES)')
-                    f.write(chunk)
-            if length is not None and got[0] < length:
-                _fail(url, f'the connection closed after {got[0]:,} of {length:,} bytes')
-    except DataError: raise
-    except urllib.error.HTTPError as e: _fail(url, f'cannot download: HTTP {e.code} {e.reason}')
-    except urllib.error.URLError as e: _fail(url, f'cannot download: {e.reason}')
-    except (OSError, ValueError) as e: _fail(url, f'cannot download: {e}')  # timeouts, resets, malformed URLs
-    except http.client.HTTPException as e:  # not HTTP: a bad status line, a header line too long, ...
-        _fail(url, f'cannot download: not a valid HTTP response ({type(e).__name__}: {e})')
-
-def download(url:str, dest:Path) -> Path:
-    "Download `url` to `dest`; give up when it stalls (`URL_MIN_RATE`) or passes `URL_MAX_BYTES`."
-    # urlopen reads the status line and headers with only the per-read timeout, so a server that drips them
-    # never times out: the download runs in a thread, and this one checks its progress after every stretch.
-    got, error, stop = [0], [], threading.Event()
-    def fetch():
-        try: _fetch(url, dest, got, stop)
-        except BaseException as e: error.append(e)
-    worker = threading.Thread(target=fetch, name=f'download {url}', daemon=True)
-    since, at_start = time.monotonic(), 0
-    worker.start()
-    try:
-        while True:
-            worker.join(max(0.0, since + URL_STALL_SECONDS - time.monotonic()))
-            if not worker.is_alive(): break
-            now, n = time.monotonic(), got[0]
-            if n - at_start < URL_MIN_RATE * (now - since):
-                _fail(url, f'download stalled: {n - at_start:,} bytes in {now - since:.0f} s, under '
-                           f'{URL_MIN_RATE:,} bytes/s (URL_MIN_RATE, URL_STALL_SECONDS); stopped')
-            since, at_start = now, n
-    finally: stop.set()  # given up or interrupted: the thread stops at its next byte (or its socket timeout)
-    if error: raise error[0]
-    return dest
-
 def _read_url(url:str):
+    "Download `url` to a temporary file (`download`, in the appendix) and read it."
     suffix = Path(urlsplit(url).path).suffix.lower()  # not the host's ':port'
-    if suffix not in READERS: _fail(url, f'unknown extension {suffix!r}; expected one of {sorted(READERS)}')
+    if suffix not in READERS:
+        _fail(url, f'unknown extension {suffix!r}; expected one of {sorted(READERS)}')
     with tempfile.TemporaryDirectory() as d:
         path = download(url, Path(d)/f'data{suffix}')
         try: return READERS[suffix](path)
@@ -260,14 +227,17 @@ def _read_url(url:str):
             raise type(e)(str(e).replace(str(path), url, 1)) from None
 
 def _records(source):
-    "Raw records of `source` (a file, URL, hub id, or rows in memory), each with where it was found."
-    if not isinstance(source, (str, os.PathLike)):  # rows in memory: pandas, datasets, a list of dicts
-        if hasattr(source, 'columns') and hasattr(source, 'to_dict'):  # a DataFrame: NaN means no value
-            source = source.astype(object).where(source.notna(), None).to_dict('records')
-        elif hasattr(source, 'to_list') and hasattr(source, 'column_names'): source = source.to_list()
+    "Raw records of `source`, each with where it was found."
+    if not isinstance(source, (str, os.PathLike)):  # rows in memory
+        if hasattr(source, 'columns') and hasattr(source, 'to_dict'):  # a DataFrame
+            source = source.astype(object).where(source.notna(), None)  # NaN: none
+            source = source.to_dict('records')
+        elif hasattr(source, 'to_list') and hasattr(source, 'column_names'):
+            source = source.to_list()  # a datasets.Dataset
         if not isinstance(source, (list, tuple)):
-            raise TypeError('data must be a file, URL or hub id, or rows: a list of dicts, a pandas '
-                            f'DataFrame or a datasets.Dataset; got a {type(source).__name__}')
+            raise TypeError('data must be a file, URL or hub id, or rows: a list of '
+                            'dicts, a pandas DataFrame or a datasets.Dataset; '
+                            f'got a {type(source).__name__}')
         return [(r, {'row_idx': i}) for i, r in enumerate(source)]
     source = str(source)
     if source.startswith(('http://', 'https://')): return _read_url(source)
@@ -276,15 +246,18 @@ def _records(source):
         if path.is_dir(): _fail(path, 'is a directory, expected a data file')
         suffix = path.suffix.lower()
         if suffix not in READERS:
-            _fail(path, f'unknown extension {path.suffix!r}; expected one of {sorted(READERS)}')
+            _fail(path, f'unknown extension {path.suffix!r}; '
+                        f'expected one of {sorted(READERS)}')
         return READERS[suffix](path)
-    if source.count('/') == 1 and not source.startswith(('.', '/')) and not path.suffix:
+    hub_id = source.count('/') == 1 and not source.startswith(('.', '/'))
+    if hub_id and not path.suffix:  # owner/name: a Hugging Face dataset
         import datasets
-        return [(dict(r), {'row_idx': i}) for i, r in enumerate(datasets.load_dataset(source, split='train'))]
+        ds = datasets.load_dataset(source, split='train')
+        return [(dict(r), {'row_idx': i}) for i, r in enumerate(ds)]
     _fail(source, 'no such file')
 
 def load_rows(source, invalid:list|None=None) -> list[dict]:
-    "Read and check the rows of `source` (file, URL, hub id or rows in memory); blank rows go to `invalid`."
+    "Read and check the rows of `source`; blank rows go to `invalid` (a list)."
     rows, name = [], source if isinstance(source, (str, os.PathLike)) else 'data'
     for record, where in _records(source):
         try: rows.append(validate_row(record, name, **where))
@@ -293,158 +266,3 @@ def load_rows(source, invalid:list|None=None) -> list[dict]:
             invalid.append(str(e))
     if not rows: _fail(name, 'no rows found')
     return rows
-
-# %% ../nbs/00_data.ipynb #1431308d
-def _umask() -> int:
-    "The process's umask (read by setting it and putting it back)."
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-def normal_path(path) -> Path:
-    "`path` made absolute: `~` expanded, symlinked folders on the way resolved, a symlink at the end kept."
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f'path must be a str or a path, got {type(path).__name__}')
-    p = Path(os.path.expanduser(os.fspath(path)))
-    if p.name in ('', '.', '..'): return p.resolve()
-    return p.parent.resolve()/p.name
-
-# %% ../nbs/00_data.ipynb #8e77f2ba
-OWNER_FILE = 'alpaca_ft-owner.json'
-_TEMP_NAME = re.compile(r'^\..+\.tmp-[a-z0-9_]{8}$')  # only a candidate: the owner record decides
-
-def _first_line(path:str) -> str|None:
-    try:
-        with open(path, encoding='ascii') as f: return f.readline().strip() or None
-    except (OSError, UnicodeDecodeError): return None
-
-def _start_time(pid:int) -> int|None:
-    "When process `pid` started (clock ticks since boot, from /proc), or None where that cannot be read."
-    stat = _first_line(f'/proc/{pid}/stat')
-    try: return int(stat.rsplit(')', 1)[1].split()[19])  # field 22; the name (field 2) may hold spaces
-    except (AttributeError, IndexError, ValueError): return None
-
-def owner_record() -> dict:
-    "Who this process is, in terms that another host or container cannot mistake for one of its own."
-    try: namespace = os.stat('/proc/self/ns/pid').st_ino
-    except OSError: namespace = None
-    return {'made_by': 'alpaca_ft temp', 'host': socket.gethostname(), 'pid': os.getpid(),
-            'boot_id': _first_line('/proc/sys/kernel/random/boot_id'), 'pid_namespace': namespace,
-            'start': _start_time(os.getpid())}
-
-def _pid_alive(pid:int) -> bool:
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return False
-    except PermissionError: return True  # alive, owned by someone else
-    return True
-
-def _owner_gone(record) -> bool:
-    "Whether owner `record` proves its writer ran here (host, boot, PID namespace) and has ended."
-    me = owner_record()
-    if not isinstance(record, dict) or record.get('made_by') != me['made_by']: return False
-    if any(me[k] is None or record.get(k) != me[k] for k in ('host', 'boot_id', 'pid_namespace')):
-        return False  # another host or container, or one that cannot say: not ours to judge
-    pid, start = record.get('pid'), record.get('start')
-    if type(pid) is not int or pid <= 0: return False
-    if not _pid_alive(pid): return True
-    return start is not None and _start_time(pid) not in (None, start)  # the id is a newer process's now
-
-def _read_owner(tmp:Path):
-    "The owner record in temp folder `tmp`, or None: never follows a symlink, never blocks on a pipe."
-    try: fd = os.open(tmp/OWNER_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError: return None
-    with os.fdopen(fd, 'rb') as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode): return None
-        try: return json.loads(f.read(4096))
-        except (OSError, ValueError): return None
-
-def remove_stale_temps(parent) -> list[Path]:
-    "Remove the temp folders in `parent` whose owner record proves their writer ran here and is gone."
-    parent, removed = normal_path(parent), []
-    if not parent.is_dir(): return removed
-    for p in sorted(parent.iterdir()):
-        if not _TEMP_NAME.match(p.name) or p.is_symlink() or not p.is_dir(): continue
-        record = _read_owner(p)
-        if isinstance(record, dict) and record.get('temp') == p.name and _owner_gone(record):
-            shutil.rmtree(p, ignore_errors=True)
-            removed.append(p)
-    return removed
-
-@contextmanager
-def owned_temp(parent, name:str):
-    "A new temp folder in `parent` named after `name`, with this process's owner record; removed on exit."
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{name[:200]}.tmp-', dir=normal_path(parent)))
-    try:
-        (tmp/OWNER_FILE).write_text(json.dumps({**owner_record(), 'temp': tmp.name}) + '\n', encoding='utf-8')
-        yield tmp
-    finally: shutil.rmtree(tmp, ignore_errors=True)
-
-def write_atomic(path, data:str|bytes) -> Path:
-    "Write `data` to `path` through a temp file beside it and `os.replace`: readers see the old or new file."
-    path = normal_path(path)
-    with owned_temp(path.parent, path.name) as tmp:
-        with open(tmp/'new', 'xb') as f:  # plain open: the umask's permissions, not mkstemp's 0600
-            f.write(data.encode('utf-8') if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp/'new', path)
-    return path
-
-def made_by_alpaca_ft(marker:Path) -> bool:
-    "Whether `marker` is a stamp this tool wrote: JSON with `made_by: alpaca_ft ...`, or a prepare manifest."
-    try: d = json.loads(Path(marker).read_text(encoding='utf-8'))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError): return False
-    if not isinstance(d, dict): return False
-    return str(d.get('made_by', '')).startswith('alpaca_ft') or {'format_version', 'fingerprint'} <= set(d)
-
-def check_replaceable(out, overwrite:bool=False, marker:str|None='manifest.json'):
-    "Raise FileExistsError naming `out` unless it is absent, or `overwrite` and this tool made it."
-    shown, out = out, normal_path(out)
-    if not (out.exists() or out.is_symlink()): return
-    if not overwrite: raise FileExistsError(f'{shown} exists; pass --overwrite to replace it')
-    if Path.cwd().resolve().is_relative_to(out.resolve()):
-        raise FileExistsError(f'{shown}: not replaced: it is the current folder or holds it')
-    if out.is_symlink() or not out.is_dir():
-        raise FileExistsError(f'{shown}: not replaced: it is not a folder alpaca_ft made')
-    if marker is not None and not made_by_alpaca_ft(out/marker):  # None: a sub-folder of one already checked
-        raise FileExistsError(f'{shown}: not replaced: it has no {marker} written by alpaca_ft, so this tool '
-                              'did not make it (--overwrite only replaces a folder it made; choose another)')
-
-def _normal_permissions(folder:Path):
-    "The permissions plain `mkdir`/`open` give under the umask (mkdtemp, mkstemp, safetensors: 0700/0600)."
-    mask = _umask()
-    os.chmod(folder, 0o777 & ~mask)
-    for p in folder.rglob('*'):
-        if not p.is_symlink(): os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
-
-DISK_FULL_BYTES = 16 << 20  # a write that failed with less than this left is taken as a full disk
-
-def disk_full(folder, e:BaseException|None=None) -> bool:
-    "Whether error `e` (raised while writing in `folder`) is, or may well be, the disk being full."
-    if isinstance(e, OSError) and e.errno == errno.ENOSPC: return True
-    try: return shutil.disk_usage(folder).free < DISK_FULL_BYTES
-    except OSError: return False
-
-def atomic_dir(out, build, overwrite:bool=False, marker:str|None='manifest.json'):
-    "Fill a temp folder beside `out` with `build(tmp)`, then put it in place of `out`; returns its result."
-    shown, out = out, normal_path(out)
-    check_replaceable(shown, overwrite, marker)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(out.parent)
-    with owned_temp(out.parent, out.name) as tmp:
-        new, old = tmp/'new', tmp/'old'
-        new.mkdir()
-        try: result = build(new)  # everything that can fail runs before `out` is touched
-        except Exception as e:  # torch and safetensors report a full disk in words of their own
-            if not isinstance(e, ValueError) and disk_full(new, e): raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(shown)) from e
-            raise
-        _normal_permissions(new)
-        if out.exists() or out.is_symlink():
-            check_replaceable(out, overwrite, marker)  # again: it may have appeared while `build` ran
-            out.rename(old)
-            try: new.rename(out)
-            except BaseException:
-                old.rename(out)  # put the old one back rather than leave it in a temp folder
-                raise
-        else: new.rename(out)
-        return result  # the temp folder, with the old `out` in it, goes on the way out

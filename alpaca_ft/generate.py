@@ -13,8 +13,24 @@ from .data import DataError
 from .prompts import render, template_name
 
 # %% auto #0
-__all__ = ['TEMPLATE_FILE', 'check_context', 'generate', 'predict_rows', 'write_template', 'read_template', 'hf_progress_bars',
-           'generate_answer']
+__all__ = ['TEMPLATE_FILE', 'stop_ids', 'check_context', 'generate', 'predict_rows', 'write_template', 'read_template',
+           'hf_progress_bars', 'generate_answer']
+
+# %% ../nbs/11_generate.ipynb #5a0c1e7c
+def stop_ids(tokenizer) -> list[int]:
+    "EOS, and the token the chat template ends an assistant turn with if it differs."
+    ids = [tokenizer.eos_token_id]
+    if not getattr(tokenizer, 'chat_template', None): return ids
+    probe = [{'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'Zq'}]
+    try: text = tokenizer.apply_chat_template(probe, tokenize=False)
+    except Exception: return ids  # a template that refuses this probe: EOS only
+    after = text[text.rfind('Zq') + 2:].lstrip()
+    marks = [t for t in tokenizer.all_special_tokens if t and after.startswith(t)]
+    if marks:
+        mark = tokenizer.convert_tokens_to_ids(max(marks, key=len))
+        if mark not in ids: ids.append(mark)
+    return ids
+
 
 # %% ../nbs/11_generate.ipynb #bc27afe7
 def check_context(model, tokenizer, prompts: list[str], max_new_tokens: int):
@@ -38,7 +54,7 @@ def generate(
     progress: bool = False,
 ) -> list[str]:
     (
-        "Greedy completions of `prompts` (response text only), stopping at EOS; "
+        "Greedy completions of `prompts` (response text only), stopping at `stop_ids`; "
         "`model`'s mode is kept."
     )
     check_context(model, tokenizer, prompts, max_new_tokens)  # before any work
@@ -59,7 +75,7 @@ def generate(
                 **enc,
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
-                eos_token_id=tokenizer.eos_token_id,
+                eos_token_id=stop_ids(tokenizer),
                 pad_token_id=tokenizer.pad_token_id
             )
             out += tokenizer.batch_decode(

@@ -13,8 +13,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 from .data import (SAMPLE_DATA, DataError, atomic_dir, check_replaceable, load_rows, normal_path,
                             write_atomic)
-from .prompts import check_template, render, template_name, warn_trailing_space
-from .tokenization import TINY_TOKENIZER, load_tokenizer, tokenize_examples
+from .prompts import (check_template, check_train_turns, render, row_messages, template_name,
+                               warn_trailing_space)
+from .tokenization import TINY_TOKENIZER, load_tokenizer, tokenize_chats, tokenize_examples
 from .split import split_indices, write_jsonl
 from .packing import PACKERS, drop_unlabelled, limit_length, pack, pack_stats
 from .viz import html_tokens, length_histogram, packing_plot
@@ -185,14 +186,12 @@ def _restore_env(name:str, value:str|None):
         os.environ.pop(name, None)
         os.unsetenv(name)
 
-def _tokenize_parallel(prompts:list[str], responses:list[str], tokenizer, train_on_inputs:bool, num_proc:int,
-                       batch_size:int) -> dict:
-    "`tokenize_examples` over batches in `num_proc` processes, with `datasets.Dataset.map`."
+def _tokenize_parallel(columns:dict, tokenize, num_proc:int, batch_size:int) -> dict:
+    "`tokenize` (a batch of `columns` -> ids and labels) over batches in `num_proc` processes, with `map`."
     before = os.environ.get('TOKENIZERS_PARALLELISM')
-    ds = datasets.Dataset.from_dict({'prompt': prompts, 'response': responses})
-    tokenize = lambda b: tokenize_examples(b['prompt'], b['response'], tokenizer, train_on_inputs)
+    ds = datasets.Dataset.from_dict(columns)
     try: ds = ds.map(tokenize, batched=True, batch_size=batch_size, num_proc=num_proc,
-                     remove_columns=['prompt', 'response'], desc='tokenizing')
+                     remove_columns=list(columns), desc='tokenizing')
     finally: _restore_env('TOKENIZERS_PARALLELISM', before)  # map leaves `false` in the C environment
     return ds.to_dict()
 
@@ -208,30 +207,36 @@ def datasets_progress_bars(show:bool):
 
 # %% ../nbs/08_prepare.ipynb #cafeb8d5
 def tokenize_rows(rows:list[dict], tokenizer, template:str='alpaca', train_on_inputs:bool=False,
-                  num_proc:int|None=None, progress:bool=True, batch_size:int=1000) -> dict:
+                  num_proc:int|None=None, progress:bool=True, batch_size:int=1000,
+                  train_turns:str='all') -> dict:
     "Template and tokenize `rows`: columns `input_ids` and `labels`, one entry per row."
-    pairs = [render(row, template, tokenizer) for row in rows]
-    prompts, responses = [p for p, _ in pairs], [r for _, r in pairs]
-    warn_trailing_space(prompts)
+    if template == 'chat':  # whole conversations: every assistant turn trained (`train_turns='last'`: one)
+        columns = {'messages': [row_messages(row) for row in rows]}
+        tokenize = lambda b: tokenize_chats(b['messages'], tokenizer, train_turns, train_on_inputs)
+    else:
+        pairs = [render(row, template, tokenizer) for row in rows]
+        columns = {'prompt': [p for p, _ in pairs], 'response': [r for _, r in pairs]}
+        warn_trailing_space(columns['prompt'])
+        tokenize = lambda b: tokenize_examples(b['prompt'], b['response'], tokenizer, train_on_inputs)
     if num_proc and num_proc > 1:
         with datasets_progress_bars(progress):
-            return _tokenize_parallel(prompts, responses, tokenizer, train_on_inputs, num_proc, batch_size)
+            return _tokenize_parallel(columns, tokenize, num_proc, batch_size)
     examples = {'input_ids': [], 'labels': []}
     with gc_paused(), tqdm(total=len(rows), desc='tokenizing', unit=' rows', disable=not progress) as bar:
         for start in range(0, len(rows), batch_size):
-            batch = tokenize_examples(prompts[start:start + batch_size], responses[start:start + batch_size],
-                                      tokenizer, train_on_inputs)
+            batch = tokenize({k: v[start:start + batch_size] for k, v in columns.items()})
             for k in examples: examples[k] += batch[k]
             bar.update(len(batch['input_ids']))
     return examples
 
 def tokenize_splits(splits:dict, tokenizer, template:str='alpaca', train_on_inputs:bool=False,
                     max_seq_len:int=1024, overlong:str='truncate', num_proc:int|None=None,
-                    progress:bool=True) -> tuple[dict, dict]:
+                    progress:bool=True, train_turns:str='all') -> tuple[dict, dict]:
     "Tokenize each split and limit its examples' length: the examples per split, and counts of what changed."
     names = list(splits)
     all_rows = [row for name in names for row in splits[name]]  # one pass: one progress bar, full batches
-    tokenized = tokenize_rows(all_rows, tokenizer, template, train_on_inputs, num_proc, progress)
+    tokenized = tokenize_rows(all_rows, tokenizer, template, train_on_inputs, num_proc, progress,
+                              train_turns=train_turns)
     examples, counts, start = {}, {'truncated': 0, 'dropped': 0, 'no_labels': 0}, 0
     for name in names:
         end = start + len(splits[name])
@@ -393,6 +398,7 @@ def prepare_dataset(
     train_on_inputs:bool=False,     # train on the prompt tokens too, not only on the response
     template='alpaca',              # `alpaca`, `chat` (the tokenizer's chat template), a format string with
                                     # `{instruction}` and `{input}`, or a module-level function row -> prompt
+    train_turns:str='all',          # chat: train every assistant turn (`all`) or only the `last`
     overlong:str='truncate',        # an example over `max_seq_len` tokens: `truncate` or `drop` it
     num_proc:int|None=None,         # tokenize in this many processes (None: one, the tokenizer's threads)
     wandb:str='disabled',           # W&B mode: `disabled`, `offline` or `online` (needs an API key)
@@ -406,8 +412,10 @@ def prepare_dataset(
     check_options(data, out, tokenizer, max_seq_len, eval_size, seed, pack_strategy, template, overlong,
                   num_proc, wandb, overwrite)
     check_wandb(wandb, wandb_project)
+    check_train_turns(train_turns)
     settings = {'template': template_name(template), 'max_seq_len': max_seq_len, 'overlong': overlong,
-                'pack': pack_strategy, 'train_on_inputs': train_on_inputs, 'seed': seed}
+                'pack': pack_strategy, 'train_on_inputs': train_on_inputs, 'train_turns': train_turns,
+                'seed': seed}
     rows, sources, invalid = load_sources(data, template)
     tok = load_data_tokenizer(tokenizer)
     with kept_environ():  # W&B sets WANDB_* variables for its run; the caller's environment comes back
@@ -417,7 +425,7 @@ def prepare_dataset(
                 raw = log_raw(run, rows, data, out)
                 splits = split_rows(rows, eval_size, seed)
                 examples, counts = tokenize_splits(splits, tok, template, train_on_inputs, max_seq_len,
-                                                   overlong, num_proc, progress)
+                                                   overlong, num_proc, progress, train_turns)
                 packed = pack_splits(examples, max_seq_len, pack_strategy, progress)
                 manifest = make_manifest(sources, tok, settings, len(rows) + len(invalid),
                                          {'invalid': len(invalid), **counts}, examples, packed)

@@ -5,11 +5,13 @@
 # %% ../nbs/01_prompts.ipynb #cfa9eaa3
 from __future__ import annotations
 import importlib, logging, string
-from .data import DataError
+from jinja2 import TemplateError
+from .data import DataError, validate_row
 
 # %% auto #0
-__all__ = ['PROMPT_NO_INPUT', 'PROMPT_INPUT', 'FUNCTION_PREFIX', 'logger', 'alpaca_prompt', 'row_messages', 'chat_prompt',
-           'check_template', 'template_name', 'resolve_template', 'render', 'warn_trailing_space']
+__all__ = ['PROMPT_NO_INPUT', 'PROMPT_INPUT', 'TRAIN_TURNS', 'FUNCTION_PREFIX', 'logger', 'alpaca_prompt', 'row_messages',
+           'adds_bos', 'chat_prompt', 'check_train_turns', 'chat_turns', 'check_template', 'template_name',
+           'resolve_template', 'render', 'warn_trailing_space']
 
 # %% ../nbs/01_prompts.ipynb #03d08f2f
 PROMPT_NO_INPUT = (
@@ -32,8 +34,10 @@ def alpaca_prompt(row: dict) -> str:
 
 # %% ../nbs/01_prompts.ipynb #c7b36482
 def row_messages(row: dict) -> list[dict]:
-    ("The conversation of `row`: its `messages`, or a one-turn chat made of an "
-     "Alpaca row.")
+    ("The conversation of `row`: its `messages` (or ShareGPT `conversations`), or a "
+     "one-turn chat made of an Alpaca row.")
+    if 'conversations' in row and 'messages' not in row:
+        return validate_row(row)['messages']  # checked, and read as messages
     if 'messages' in row:
         return row['messages']
     user = row['instruction'] + (f"\n\n{row['input']}" if row.get('input') else '')
@@ -43,19 +47,107 @@ def row_messages(row: dict) -> list[dict]:
     ]
 
 
-def chat_prompt(messages: list[dict], tokenizer) -> str:
-    ("The prompt text for a reply after `messages`, rendered by the tokenizer's chat"
-     " template.")
+def _check_chat_template(tokenizer):
     if not getattr(tokenizer, 'chat_template', None):
         raise DataError(
             f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no"
             " chat_template; use template='alpaca' or your own template"
         )
+
+
+def adds_bos(tokenizer) -> bool:
+    "Whether the tokenizer puts BOS in front by itself when encoding."
+    bos = getattr(tokenizer, 'bos_token_id', None)
+    return bos is not None and tokenizer('a')['input_ids'][:1] == [bos]
+
+
+def chat_prompt(messages: list[dict], tokenizer) -> str:
+    ("The prompt text for a reply after `messages`, rendered by the tokenizer's chat"
+     " template.")
+    _check_chat_template(tokenizer)
     text = tokenizer.apply_chat_template(
         messages, tokenize=False, add_generation_prompt=True
     )
     bos = tokenizer.bos_token
-    return text[len(bos) :] if bos and text.startswith(bos) else text
+    if bos and text.startswith(bos) and adds_bos(tokenizer):
+        return text[len(bos) :]
+    return text
+
+# %% ../nbs/01_prompts.ipynb #aef863a4
+TRAIN_TURNS = ('all', 'last')  # which assistant turns of a conversation are trained
+
+
+def check_train_turns(train_turns) -> None:
+    "Raise a ValueError naming `train_turns` unless it is 'all' or 'last'."
+    if not isinstance(train_turns, str) or train_turns not in TRAIN_TURNS:
+        raise ValueError(
+            f"train_turns must be 'all' or 'last', got {train_turns!r}"
+        )
+
+
+def _render(tokenizer, messages: list[dict], generation: bool = False) -> str:
+    "`messages` rendered by the chat template; a ValueError saying why it refused."
+    try:
+        return tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=generation
+        )
+    except (TemplateError, TypeError, KeyError, IndexError) as e:
+        raise ValueError(
+            f'the chat template refused the conversation ({type(e).__name__}: {e})'
+        ) from None
+
+
+def chat_turns(
+    messages: list[dict], tokenizer, train_turns: str = 'all'
+) -> tuple[str, list[tuple[int, int]]]:
+    ("The conversation rendered once by the tokenizer's chat template, and the "
+     "`(start, end)` characters of each assistant turn to train, its end marker in.")
+    check_train_turns(train_turns)
+    _check_chat_template(tokenizer)
+    text = _render(tokenizer, messages)
+    turns = [k for k, m in enumerate(messages) if m['role'] == 'assistant']
+    if train_turns == 'last':
+        turns = turns[-1:]
+    spans = []
+    for k in turns:
+        # where the answer starts: after the prompt the template writes for a reply
+        before = _render(tokenizer, messages[:k], generation=True)
+        # where the turn ends: the conversation cut after it, less trailing space
+        last = k == len(messages) - 1
+        cut = text if last else _render(tokenizer, messages[: k + 1])
+        if not (text.startswith(before) and text.startswith(cut)):
+            raise ValueError(
+                f'the chat template renders message {k} differently once the'
+                ' conversation goes on, so its turn cannot be found in the whole;'
+                " try train_turns='last'"
+            )
+        answer = messages[k]['content'].strip()
+        if not answer:
+            raise ValueError(f'message {k}, an assistant answer, is blank')
+        spans.append((len(before), len(cut.rstrip())))
+    return _end_turns(text, spans, [messages[k]['content'] for k in turns], tokenizer)
+
+# %% ../nbs/01_prompts.ipynb #9afe9a8a
+_WARNED = set()  # chat templates already warned about, so the warning comes once each
+
+
+def _end_turns(text: str, spans: list, answers: list[str], tokenizer) -> tuple:
+    ("`text` and `spans` with the EOS token written after each answer whose turn the"
+     " template ends with nothing: a model has to learn to stop.")
+    pieces, out, at, added = [], [], 0, 0
+    for (a, b), answer in zip(spans, answers):
+        mark = tokenizer.eos_token if text[a:b].endswith(answer.strip()) else ''
+        pieces += [text[at:b], mark]
+        out.append((a + added, b + added + len(mark)))
+        at, added = b, added + len(mark)
+    if added and tokenizer.chat_template not in _WARNED:
+        _WARNED.add(tokenizer.chat_template)
+        logger.warning(
+            'the chat template writes nothing after an assistant answer; the EOS'
+            f' token {tokenizer.eos_token!r} is put there so that the model learns to'
+            ' stop (a model prompted with this template will not see it in earlier turns)'
+        )
+    return ''.join(pieces) + text[at:], out
 
 # %% ../nbs/01_prompts.ipynb #8d8c5840
 FUNCTION_PREFIX = (  # how a template function is recorded: function:module:qualname
@@ -140,7 +232,7 @@ def render(row: dict, template='alpaca', tokenizer=None) -> tuple[str, str]:
     if template == 'chat':
         msgs = row_messages(row)
         return chat_prompt(msgs[:-1], tokenizer), msgs[-1]['content']
-    if 'messages' in row:
+    if 'messages' in row or 'conversations' in row:
         raise DataError("a row with 'messages' needs template='chat'")
     if template == 'alpaca':
         return alpaca_prompt(row), row['output']

@@ -5,19 +5,20 @@
 # %% ../nbs/02_tokenization.ipynb #80c3a3dc
 from __future__ import annotations
 import hashlib, html, json, os, re, shutil, tempfile
+from collections.abc import Sized
 from pathlib import Path
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
-from .data import SAMPLE_DATA, load_rows, shared_path
-from .prompts import alpaca_prompt, render
+from .data import SAMPLE_DATA, DataError, load_rows, shared_path
+from .prompts import adds_bos, alpaca_prompt, chat_turns, check_train_turns, render
 
 # %% auto #0
 __all__ = ['TINY_TOKENIZER', 'CHAT_TEMPLATE', 'cache_dir', 'train_tiny_tokenizer', 'tiny_tokenizer_path', 'load_tokenizer',
-           'adds_eos', 'with_eos', 'tokenize_examples', 'html_tokens', 'token_groups']
+           'adds_eos', 'with_eos', 'tokenize_examples', 'html_tokens', 'token_groups', 'tokenize_chats']
 
 # %% ../nbs/02_tokenization.ipynb #d46bc831
 TINY_TOKENIZER = 'alpaca_ft/tiny-bpe'  # the name the bundled tokenizer goes by in manifests
-CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
-                 "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}{{ eos_token }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")  # each turn ends with EOS
 
 def cache_dir() -> Path:
     "Where the package caches what it builds: `$ALPACA_FT_CACHE`, else `~/.cache/alpaca_ft`."
@@ -40,7 +41,7 @@ def train_tiny_tokenizer(vocab_size:int=1024) -> PreTrainedTokenizerFast:
 
 def tiny_tokenizer_path(vocab_size:int=1024) -> Path:
     "Build the bundled tokenizer once and return the folder it is cached in."
-    key = hashlib.sha256(SAMPLE_DATA.read_bytes() + f'v1-{vocab_size}'.encode()).hexdigest()[:12]
+    key = hashlib.sha256(SAMPLE_DATA.read_bytes() + f'v2-{vocab_size}'.encode()).hexdigest()[:12]
     out = cache_dir()/f'tiny-tokenizer-{key}'
     if not (out/'tokenizer.json').exists():
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -216,3 +217,57 @@ def token_groups(input_ids:list[int], tokenizer, breaks=()) -> list[tuple[list[i
         out.append((list(range(i, j)), text))
         i = j
     return out
+
+# %% ../nbs/02_tokenization.ipynb #704eb4aa
+def _token_span(enc, i: int, start: int, end: int) -> tuple[int, int]:
+    ("Tokens `[first, last + 1)` of example `i` of `enc` that hold characters "
+     "`start` to `end`; a token straddling either edge is in.")
+    inside = range(start, end)
+    tokens = (enc.char_to_token(i, c) for c in inside)
+    first = next((t for t in tokens if t is not None), None)
+    if first is None:  # no token holds these characters (dropped by a normalizer)
+        return 0, 0
+    tokens = (enc.char_to_token(i, c) for c in reversed(inside))
+    return first, next(t for t in tokens if t is not None) + 1
+
+
+def tokenize_chats(
+    conversations: list[list[dict]],
+    tokenizer,
+    train_turns: str = 'all',
+    train_on_inputs: bool = False,
+) -> dict:
+    ("Token ids of each conversation as its chat template renders it, and labels: "
+     "every assistant turn trained, end marker in (`train_turns='last'`: the last).")
+    check_train_turns(train_turns)
+    if isinstance(conversations, (str, dict)) or not isinstance(conversations, Sized):
+        raise TypeError(
+            'conversations must be a list of message lists, got a'
+            f' {type(conversations).__name__}'
+        )
+    texts, spans = [], []
+    for k, messages in enumerate(conversations):
+        try:
+            text, where = chat_turns(list(messages), tokenizer, train_turns)
+        except ValueError as e:
+            first = str(messages[0].get('content', ''))[:40] if messages else ''
+            raise DataError(f'conversation {k} (starting {first!r}): {e}') from None
+        texts.append(text)
+        spans.append(where)
+    bos = tokenizer.bos_token
+    if bos and any(t.startswith(bos) for t in texts) and adds_bos(tokenizer):
+        # the tokenizer adds BOS itself: the one the template wrote goes
+        for k, t in enumerate(texts):
+            if t.startswith(bos):
+                texts[k] = t[len(bos):]
+                spans[k] = [(a - len(bos), b - len(bos)) for a, b in spans[k]]
+    enc = tokenizer(texts, add_special_tokens=True, return_attention_mask=False)
+    labels = []
+    for i, ids in enumerate(enc['input_ids']):
+        lab = list(ids) if train_on_inputs else [-100] * len(ids)
+        for a, b in [] if train_on_inputs else spans[i]:
+            first, end = _token_span(enc, i, a, b)
+            lab[first:end] = ids[first:end]
+        lab[0] = -100  # as above: nothing predicts the first token
+        labels.append(lab)
+    return {'input_ids': enc['input_ids'], 'labels': labels}

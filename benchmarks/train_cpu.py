@@ -74,8 +74,8 @@ def summarise(starts, ends, toks, losses, e2e) -> dict:
 
 def run_ours(data_dir:Path, out:Path, a) -> dict:
     "One `train()` run; returns timings, tokens and losses."
-    import alpaca_ft.train as T
-    real_sg, real_sched, real_eval = T.step_grads, T.get_cosine_schedule_with_warmup, T.evaluate
+    import alpaca_ft.train as T, alpaca_ft.loop as L  # the loop's pieces live in alpaca_ft.loop
+    real_sg, real_sched, real_eval = L.step_grads, L.get_cosine_schedule_with_warmup, L.evaluate
     starts, ends, toks, evals = [], [], [], []
     # train() looks both names up in its module: a step starts with `step_grads` (after the batch is fetched
     # and collated) and its optimizer part ends with `sched.step()` (only zero_grad and logging follow)
@@ -103,12 +103,12 @@ def run_ours(data_dir:Path, out:Path, a) -> dict:
                         n_eval_samples=0, seed=a.seed, wandb='disabled', progress=False, tiny_layers=a.layers,
                         tiny_hidden=a.hidden)
     gc.collect()
-    T.step_grads, T.get_cosine_schedule_with_warmup, T.evaluate = timed_step_grads, timed_sched, timed_eval
+    L.step_grads, L.get_cosine_schedule_with_warmup, L.evaluate = timed_step_grads, timed_sched, timed_eval
     try:
         t0 = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()): T.train(cfg)
         e2e = time.perf_counter() - t0
-    finally: T.step_grads, T.get_cosine_schedule_with_warmup, T.evaluate = real_sg, real_sched, real_eval
+    finally: L.step_grads, L.get_cosine_schedule_with_warmup, L.evaluate = real_sg, real_sched, real_eval
     ms = [m for m in map(json.loads, (out/'metrics.jsonl').read_text().splitlines()) if 'loss' in m]
     assert len(ms) == len(toks) == len(ends) == a.steps, (len(ms), len(toks), len(ends))
     r = summarise(starts, ends, toks, [m['loss'] for m in ms], e2e)

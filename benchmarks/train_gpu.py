@@ -246,7 +246,8 @@ def run_config(name, model, a, pool, init, device, flops, peak):
 
     def one_step(i):
         if mask == 'causal': return causal_step(model, pool[i % a.pool], opt, sched, device, amp)
-        sums = train_step(model, pool[i % a.pool], opt, sched, cfg, device, amp)  # STEP_SUMS
+        sums = train_step(model, pool[i % a.pool], opt, sched, cfg.grad_clip, device, amp,
+                          cfg.attn_implementation)  # STEP_SUMS
         return sums[0] / sums[2].clamp(min=1)
 
     if device.type == 'cuda': torch.cuda.reset_peak_memory_stats()

@@ -319,16 +319,34 @@ def tidy(nbs:list[Path], base:str):
         (PROC/nb.name).write_text(json.dumps(nbj, indent=1))
 
 
-SECTIONS = (('Part 1: the dataset', 0, 10), ('Part 2: fine-tuning', 10, 20), ('Reference', 20, 100))
+# The sidebar: (title, [(lo, hi), ...]): a notebook numbered lo <= n < hi goes in that section, in file-name order.
+SECTIONS = (('Part 1: the dataset', [(0, 10)]),
+            ('Part 2: fine-tuning', [(10, 20)]),
+            ('Reference', [(20, 50), (90, 100)]),
+            ('Appendix: engineering', [(50, 90)]))
+
+
+def _number(nb:Path) -> int|None:
+    m = re.match(r'(\d+)_', nb.stem)
+    return int(m.group(1)) if m else None
 
 
 def nav(nbs:list[Path]) -> list:
-    "The sidebar: the home page, then Part 1 (00-09), Part 2 (10-19) and Reference (20 on), in file-name order."
+    """The sidebar: the home page, then Part 1 (00-09), Part 2 (10-19), Reference (20-49 and the 90s: the CLI, the
+    differences from the article, the glossary) and Appendix: engineering (50-89), each in file-name order."""
     out = [{'Home': 'index.ipynb'}] if any(nb.stem == 'index' for nb in nbs) else []
-    for title, lo, hi in SECTIONS:
-        pages = [nb.name for nb in nbs if re.match(r'\d+_', nb.stem) and lo <= int(nb.stem.split('_')[0]) < hi]
+    for title, ranges in SECTIONS:
+        pages = [nb.name for nb in nbs
+                 if _number(nb) is not None and any(lo <= _number(nb) < hi for lo, hi in ranges)]
         if pages: out.append({title: pages})
     return out
+
+
+def site_order(nbs:list[Path]) -> list[Path]:
+    "The notebooks in sidebar order (what a reader's 'next' button follows)."
+    order = [n for d in nav(nbs) for pages in d.values() for n in ([pages] if isinstance(pages, str) else pages)]
+    by_name = {nb.name: nb for nb in nbs}
+    return [by_name[n] for n in order]
 
 
 def render(nbs:list[Path]):

@@ -157,13 +157,14 @@ def test_prepare_options_reach_prepare_by_keyword(monkeypatch, tmp_path):
         got.update(kw)
     monkeypatch.setattr(alpaca_ft.prepare, 'prepare', fake)
     rc, _, err = call('prepare', 'a.jsonl', 'b.csv', '--out', tmp_path/'o', '--pack', 'greedy',
-                      '--max-seq-len', '64', '--eval-size', '0.2', '--template', 'chat', '--overlong', 'drop',
+                      '--max-seq-len', '64', '--eval-size', '0.2', '--template', 'chat', '--train-turns', 'last',
+                      '--overlong', 'drop',
                       '--wandb', 'disabled', '--train-on-inputs', '--overwrite', '--seed', '7',
                       '--num-proc', '2', '--no-progress')
     assert rc == 0, err
     assert got == dict(data=['a.jsonl', 'b.csv'], out=str(tmp_path/'o'), tokenizer=None, max_seq_len=64,
                        eval_size=0.2, seed=7, pack_strategy='greedy', train_on_inputs=True, template='chat',
-                       overlong='drop', num_proc=2, wandb='disabled', wandb_project='alpaca_ft',
+                       train_turns='last', overlong='drop', num_proc=2, wandb='disabled', wandb_project='alpaca_ft',
                        overwrite=True, progress=False)
     assert call('prepare', '--out', tmp_path/'o')[0] == 0 and got['progress'] is True  # bars by default
 

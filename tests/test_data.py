@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import alpaca_ft.data as D
+import alpaca_ft.files as F  # the download and file-writing helpers (appendix 50_files)
 from alpaca_ft.data import DataError, load_rows
 
 ROW = {'instruction': 'Add two and two.', 'input': '', 'output': 'Four.'}
@@ -115,7 +116,7 @@ def server():
 @pytest.mark.parametrize('path', ['slow', 'dripheaders'])
 def test_url_dripping_is_given_up(monkeypatch, path):
     "A server dripping its body or headers (read with only urlopen's per-read timeout) held prepare forever."
-    monkeypatch.setattr(D, 'URL_STALL_SECONDS', 0.5, raising=False)  # issue 18: stall detection, no fixed deadline
+    monkeypatch.setattr(F, 'URL_STALL_SECONDS', 0.5)  # issue 18: stall detection, no fixed deadline
     with server() as base:
         url = f'{base}/{path}/rows.jsonl'
         _Handler.dripped_to_the_end.clear()
@@ -131,7 +132,7 @@ def test_url_without_a_file_name_says_so():
 
 
 def test_url_size_limit(monkeypatch):
-    monkeypatch.setattr(D, 'URL_MAX_BYTES', 100, raising=False)
+    monkeypatch.setattr(F, 'URL_MAX_BYTES', 100)
     with server() as base:
         url = f'{base}/rows.jsonl'
         with pytest.raises(DataError, match='over the limit') as e: load_rows(url)
@@ -401,7 +402,8 @@ def test_wandb_offline_logs_raw_then_packed_and_records_them(tmp_path, monkeypat
 
 # ---------------------------------------------------------------- notebooks (issue 8)
 
-@pytest.mark.parametrize('name', ['00_data', '03_split', '04_packing', '07_tracking', '08_prepare'])
+@pytest.mark.parametrize('name', ['00_data', '03_split', '04_packing', '05_batching', '07_tracking', '08_prepare', '50_files',
+                                  '52_attention'])
 def test_import_cells_run_on_their_own(name, monkeypatch):
     "nbdev's docs processing runs only the cells with an import (and exported ones); 00, 04, 08 failed with NameError."
     pytest.importorskip('nbdev')
@@ -450,3 +452,26 @@ def test_manifest_fields_train_reads_are_checked(tmp_path):
     for k, v in (('max_seq_len', 'abc'), ('vocab_size', None), ('eos_token_id', True)):
         (tmp_path/'d'/'manifest.json').write_text(json.dumps({**good, k: v}))
         with pytest.raises(DataError, match=f'manifest.json: {k} should be a'): read_manifest(tmp_path/'d')
+
+
+def test_moved_helpers_keep_their_old_import_paths():
+    "Issue 13: the engineering moved to alpaca_ft.files (appendix 50); `from alpaca_ft.data import ...` still works."
+    import alpaca_ft.files as files
+    from alpaca_ft.data import (OWNER_FILE, URL_MAX_BYTES, atomic_dir, check_replaceable, download, normal_path,
+                                owned_temp, owner_record, remove_stale_temps, write_atomic)
+    assert write_atomic is files.write_atomic and atomic_dir is files.atomic_dir and download is files.download
+    assert (OWNER_FILE, URL_MAX_BYTES) == (files.OWNER_FILE, files.URL_MAX_BYTES)
+    # either module may be imported first (alpaca_ft.files imports alpaca_ft.data only when a download fails)
+    code = 'import alpaca_ft.files as F, alpaca_ft.data as D; assert D.normal_path is F.normal_path'
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_library_messages_name_the_python_argument(tmp_path):
+    "Issue 15: the library says overwrite=True (the CLI turns it into --overwrite)."
+    from alpaca_ft.cli import as_flags
+    from alpaca_ft.data import atomic_dir
+    atomic_dir(tmp_path/'out', lambda t: (t/'manifest.json').write_text('{"made_by": "alpaca_ft x"}'))
+    with pytest.raises(FileExistsError) as e: atomic_dir(tmp_path/'out', lambda t: None)
+    assert 'overwrite=True' in str(e.value) and '--' not in str(e.value)
+    assert '--overwrite' in as_flags(str(e.value))

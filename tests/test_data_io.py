@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import alpaca_ft.data as D
+import alpaca_ft.files as F  # the download and file-writing helpers (appendix 50_files)
 from alpaca_ft.data import DataError, EmptyField, load_rows
 
 ROW = {'instruction': 'Add two and two.', 'input': '', 'output': 'Four.'}
@@ -72,8 +73,8 @@ def server():
 @pytest.mark.parametrize('path', ['drip', 'dripheaders'])
 def test_a_dripping_url_is_given_up_as_stalled(monkeypatch, path):
     "A byte every few seconds kept a download going until the fixed 30-minute URL_DEADLINE."
-    monkeypatch.setattr(D, 'URL_STALL_SECONDS', 0.5, raising=False)
-    monkeypatch.setattr(D, 'URL_MIN_RATE', 200, raising=False)  # 100 bytes per 0.5 s; the server sends ~5
+    monkeypatch.setattr(F, 'URL_STALL_SECONDS', 0.5)
+    monkeypatch.setattr(F, 'URL_MIN_RATE', 200)  # 100 bytes per 0.5 s; the server sends ~5
     with server() as base:
         url = f'{base}/{path}/rows.jsonl'
         _Handler.finished.clear()
@@ -84,9 +85,9 @@ def test_a_dripping_url_is_given_up_as_stalled(monkeypatch, path):
 
 def test_a_slow_steady_download_is_not_cut_by_a_fixed_deadline(monkeypatch):
     "A fixed deadline cuts a big download on slow links however steadily it comes: the limit grows with size."
-    monkeypatch.setattr(D, 'URL_DEADLINE', 0.3, raising=False)  # the old fixed deadline, were it still used
-    monkeypatch.setattr(D, 'URL_STALL_SECONDS', 0.3, raising=False)
-    monkeypatch.setattr(D, 'URL_MIN_RATE', 10, raising=False)  # 3 bytes per 0.3 s; the server sends ~150
+    monkeypatch.setattr(F, 'URL_DEADLINE', 0.3, raising=False)  # the old fixed deadline, were it still used
+    monkeypatch.setattr(F, 'URL_STALL_SECONDS', 0.3)
+    monkeypatch.setattr(F, 'URL_MIN_RATE', 10)  # 3 bytes per 0.3 s; the server sends ~150
     with server() as base:
         assert load_rows(f'{base}/steady/rows.jsonl') == [ROW] * 40  # about 2 s: several stretches
 
@@ -229,7 +230,7 @@ def test_checks_and_writers_take_every_spelling_of_a_path(tmp_path, monkeypatch,
     assert D.normal_path(out) == home.resolve()/'out'
     D.atomic_dir(out, _stamp)
     assert (home/'out'/'manifest.json').exists()
-    with pytest.raises(FileExistsError, match='exists; pass --overwrite'): D.check_replaceable(out)
+    with pytest.raises(FileExistsError, match='exists; pass overwrite=True'): D.check_replaceable(out)
     D.atomic_dir(out, lambda t: _stamp(t, 2), overwrite=True)
     assert '"v": 2' in (home/'out'/'manifest.json').read_text()
     D.write_atomic(f'{out}.txt', 'x')

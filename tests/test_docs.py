@@ -86,14 +86,20 @@ def test_signatures_and_paths_as_a_reader_expects():
 
 
 def test_nav_sections():
-    "The sidebar groups the lessons: Part 1 (00-09), Part 2 (10-19), Reference (20 on), each in file-name order."
-    nbs = [Path(f'nbs/{n}.ipynb') for n in ('index', '00_data', '08_prepare', '10_model', '14_x', '20_cli', '90_g')]
+    """The sidebar groups the pages: Part 1: the dataset (00-09), Part 2: fine-tuning (10-19), Reference (20-49 and
+    the 90s, the glossary), Appendix: engineering (50-89), each in file-name order; every notebook is in it once."""
+    names = ('index', '00_data', '08_prepare', '10_model', '14_x', '20_cli', '50_files', '52_attention', '90_g')
+    nbs = [Path(f'nbs/{n}.ipynb') for n in names]
     assert docs.nav(nbs) == [{'Home': 'index.ipynb'}, {'Part 1: the dataset': ['00_data.ipynb', '08_prepare.ipynb']},
                              {'Part 2: fine-tuning': ['10_model.ipynb', '14_x.ipynb']},
-                             {'Reference': ['20_cli.ipynb', '90_g.ipynb']}]
-    every = [n for _, pages in (next(iter(d.items())) for d in docs.nav(NOTEBOOKS))
-             for n in ([pages] if isinstance(pages, str) else pages)]
-    assert every == [nb.name for nb in NOTEBOOKS], 'a notebook is missing from the sidebar'
+                             {'Reference': ['20_cli.ipynb', '90_g.ipynb']},
+                             {'Appendix: engineering': ['50_files.ipynb', '52_attention.ipynb']}]
+    assert [t for t, _ in docs.SECTIONS] == ['Part 1: the dataset', 'Part 2: fine-tuning', 'Reference',
+                                             'Appendix: engineering']
+    every = [nb.name for nb in docs.site_order(NOTEBOOKS)]
+    assert sorted(every) == sorted(nb.name for nb in NOTEBOOKS) and len(set(every)) == len(every), \
+        'a notebook is missing from the sidebar, or in it twice'
+    assert [n for n in every if n.startswith('5')] == sorted(nb.name for nb in NOTEBOOKS if nb.name.startswith('5'))
 
 
 # ---------------------------------------------------------------- the built site
@@ -172,8 +178,21 @@ def pages(site, browser):
             bad_images=browser.execute_script(
                 "return Array.from(document.images).filter(i => !(i.naturalWidth > 0)).map(i => i.src.slice(0, 80))"),
             n_images=browser.execute_script("return document.images.length"),
-            ids=set(browser.execute_script("return Array.from(document.querySelectorAll('[id]')).map(e => e.id)")))
+            ids=set(browser.execute_script("return Array.from(document.querySelectorAll('[id]')).map(e => e.id)")),
+            width=browser.execute_script("return window.innerWidth"),
+            wide_code=browser.execute_script(_WIDE_CODE), code=browser.execute_script(_CODE_TEXT),
+            h2=browser.execute_script(_H2_TEXT))
     return out
+
+
+# code blocks (and inline code) wider than their box: they scroll sideways, and a reader misses the end of a line
+_WIDE_CODE = """
+    return Array.from(document.querySelectorAll('article pre, article code'))
+        .filter(e => e.clientWidth > 0 && e.scrollWidth > e.clientWidth + 1)
+        .map(e => `${e.tagName.toLowerCase()} ${e.scrollWidth}px in ${e.clientWidth}px: ` +
+                  e.textContent.split('\\n').reduce((a, l) => l.length > a.length ? l : a, '').slice(0, 100));"""
+_CODE_TEXT = "return Array.from(document.querySelectorAll('article pre')).map(e => e.textContent)"
+_H2_TEXT = "return Array.from(document.querySelectorAll('article h2')).map(e => e.textContent.replace('¶', '').trim())"
 
 
 def test_notebooks_run_cleanly(site):
@@ -202,9 +221,10 @@ def test_every_notebook_has_a_page(pages):
         assert p['h1'], f'{nb.name}: no page title at {p["url"]}'
     # the site lists its pages in the notebooks' order
     nav = (SITE/'index.html').read_text()
-    pos = [nav.find(f'href="{nb.stem}/"') for nb in NOTEBOOKS[1:]]
-    assert all(x > 0 for x in pos), dict(zip([n.stem for n in NOTEBOOKS[1:]], pos))
-    assert pos == sorted(pos), 'navigation is not in notebook order'
+    order = [nb for nb in docs.site_order(NOTEBOOKS) if nb.stem != 'index']
+    pos = [nav.find(f'href="{nb.stem}/"') for nb in order]
+    assert all(x > 0 for x in pos), dict(zip([n.stem for n in order], pos))
+    assert pos == sorted(pos), 'navigation is not in sidebar order (Part 1, Part 2, Reference, Appendix)'
     labels = [t.strip() for t in re.findall(r'<label class="md-nav__link"[^>]*>\s*<span[^>]*>([^<]+)<', nav)]
     assert all(t in labels for t, *_ in docs.SECTIONS), f'sidebar sections missing: {labels}'
 
@@ -268,3 +288,65 @@ def test_screenshots(site, browser):
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", img[0])
     browser.save_screenshot(str(SITE/'screenshot-viz.png'))
     for f in ('screenshot-index.png', 'screenshot-viz.png'): assert (SITE/f).stat().st_size > 10_000
+
+
+# ---------------------------------------------------------------- issue 13: the site as a student reads it
+
+LESSONS = [nb for nb in NOTEBOOKS if re.match(r'\d+_', nb.stem) and int(nb.stem.split('_')[0]) < 20]
+
+
+def _lines(code:str) -> list[str]:
+    "The lines of `code` that show, each with its spaces collapsed (syntax highlighting may change spacing)."
+    return [' '.join(l.split()) for l in code.splitlines() if l.strip() and not l.lstrip().startswith('#|')]
+
+
+def exports_cells(nb:Path) -> list[str]:
+    "The source of each `#| exports` cell of notebook `nb` (the code a lesson shows)."
+    cells = json.loads(nb.read_text(encoding='utf-8'))['cells']
+    return [docs._text(c['source']) for c in cells if c['cell_type'] == 'code'
+            and any(re.match(r'#\|\s*exports\s*$', l) for l in docs._text(c['source']).splitlines())]
+
+
+def test_lessons_are_found():
+    "The checks below look at the lesson pages (00-19); there are lessons, and the data lesson shows its code."
+    assert len(LESSONS) >= 10, [nb.name for nb in LESSONS]
+    data = next(nb for nb in LESSONS if nb.stem == '00_data')
+    assert any('def load_rows(' in c for c in exports_cells(data))
+
+
+def test_no_code_block_scrolls_sideways(pages):
+    "Issue 13: at 1280 px no code block (nor inline code) is wider than its box, on any page."
+    assert all(p['width'] >= 1260 for p in pages.values()), {k: p['width'] for k, p in pages.items()}
+    bad = {k: p['wide_code'][:5] + ([f'... {len(p["wide_code"])} in all'] if len(p['wide_code']) > 5 else [])
+           for k, p in pages.items() if p['wide_code']}
+    assert not bad, '\n'.join(f'{k}:\n    ' + '\n    '.join(v) for k, v in sorted(bad.items()))
+
+
+def test_each_lesson_shows_the_code_it_teaches(pages):
+    """Issue 13: every `#| exports` cell of a lesson is on its page whole, not as a signature: some code block
+    holds each of its lines, in order. A lesson that makes a module has at least one such cell."""
+    bad = {}
+    for nb in LESSONS:
+        cells, shown = exports_cells(nb), [_lines(t) for t in pages[nb.stem]['code']]
+        if docs._module(json.loads(nb.read_text(encoding='utf-8'))) and not cells:
+            bad[nb.stem] = ['no #| exports cell: the page shows no function it teaches in full']
+        for cell in cells:
+            want = _lines(cell)
+            def holds(block):  # each wanted line, in order
+                it = iter(block)
+                return all(any(l == b for b in it) for l in want)
+            if not any(holds(b) for b in shown):
+                first = next((l for l in want if l.startswith(('def ', 'class ', 'async def '))), want[0])
+                bad.setdefault(nb.stem, []).append(f'not shown whole: {first[:90]}')
+    assert not bad, '\n'.join(f'{k}: ' + '; '.join(v) for k, v in sorted(bad.items()))
+
+
+def test_each_lesson_has_its_sections(pages):
+    "Issue 13: each lesson page opens with 'What you will learn' and has 'Exercises' after it."
+    bad = {}
+    for nb in LESSONS:
+        h2 = [h.lower() for h in pages[nb.stem]['h2']]
+        missing = [s for s in ('what you will learn', 'exercises') if s not in h2]
+        if not missing and h2.index('what you will learn') > h2.index('exercises'): missing = ['in that order']
+        if missing: bad[nb.stem] = missing
+    assert not bad, bad

@@ -159,7 +159,7 @@ def test_bad_wandb_project_is_refused_before_any_work(data, tmp_path, capsys, ba
 def test_packs_longer_than_the_context_are_refused_before_the_run_folder(tmp_path):
     "--max-seq-len 1000000: one huge pack, an attempt to allocate 104 GB, after the run folder was written."
     prepare(out=tmp_path/'data', max_seq_len=4096, wandb='disabled', progress=False, verbose=False)
-    with pytest.raises(DataError, match='attends to 2048 positions: prepare the data again with --max-seq'):
+    with pytest.raises(DataError, match='attends to 2048 positions: prepare the data again with max_seq_len'):
         train(cfg(tmp_path/'data', tmp_path/'run'))
     assert not (tmp_path/'run').exists()
 
@@ -186,7 +186,7 @@ def test_non_finite_training_stops_with_the_step_named(data, tmp_path, capsys):
     code, err = cli(capsys, 'train', data, '--out', run, '--max-steps', 40, '--batch-size', 4,
                     '--grad-accum', 1, '--lr', 3e-3, '--weight-decay', 1e6, '--n-eval-samples', 0,
                     '--save-every', 2, '--wandb', 'disabled', '--no-progress')
-    assert code == 2 and 'training stopped' in err and 'lower --lr or --weight-decay' in err, err
+    assert code == 2 and 'training stopped' in err and 'then --resume or --overwrite' in err, err
     assert len(err.strip().splitlines()) == 1
     assert not (run/'final').exists() and status(run) == 'failed'
     from safetensors.torch import load_file
@@ -199,19 +199,19 @@ def test_non_finite_training_stops_with_the_step_named(data, tmp_path, capsys):
 
 def test_a_non_finite_eval_loss_stops_the_run_too(data, tmp_path, monkeypatch, capsys):
     "Only the training loss was checked: a NaN eval loss was logged, and the run went on to save and finish."
-    import alpaca_ft.train as T
-    real, calls = T.evaluate, []
+    import alpaca_ft.loop as L  # where the loop evaluates
+    real, calls = L.evaluate, []
     def evaluate(model, *a, **kw):  # what bf16 overflow in eval looks like: weights finite, eval loss not
         calls.append(1)
         m = real(model, *a, **kw)
         return {**m, 'eval_loss': float('nan')} if len(calls) == 3 else m
-    monkeypatch.setattr(T, 'evaluate', evaluate)
+    monkeypatch.setattr(L, 'evaluate', evaluate)
     run = tmp_path/'run'
     code, err = cli(capsys, 'train', data, '--out', run, '--max-steps', 6, '--batch-size', 4,
                     '--grad-accum', 1, '--lr', 3e-3, '--n-eval-samples', 0, '--eval-every', 2,
                     '--save-every', 2, '--wandb', 'disabled', '--no-progress')  # evals at 0, 2, then 4: NaN
     assert code == 2 and len(err.strip().splitlines()) == 1, err
-    assert 'step 4: the eval loss is nan; training stopped' in err and 'lower --lr' in err
+    assert 'step 4: the eval loss is nan; training stopped' in err and 'lower the learning rate' in err
     assert f"the last good checkpoint, {run/'checkpoints'/'step-2'}, is kept" in err
     assert [c.name for c in (run/'checkpoints').iterdir()] == ['step-2']
     assert not (run/'final').exists() and status(run) == 'failed'
@@ -415,7 +415,7 @@ def test_an_overwrite_killed_while_setting_aside_is_finished_by_the_next(data, f
     shutil.copytree(finished, run)
     (run/REPLACED).mkdir()
     for name in (RUN_MARKER, 'metrics.jsonl'): (run/name).rename(run/REPLACED/name)
-    with pytest.raises(FileExistsError, match='an --overwrite was stopped before its run began'):
+    with pytest.raises(FileExistsError, match='a run with overwrite=True was stopped before it began'):
         train(cfg(data, run, resume=True))
     with pytest.raises(KeyboardInterrupt):
         train(cfg(data, run, overwrite=True, lr=1e-3), on_step=interrupt_at(1))

@@ -1,6 +1,6 @@
 """End-to-end checks of training: accumulation, packed isolation, resume, two processes, safety of the run
 folder, checked options, verified data, host syncs, CLI errors, demo."""
-import json, math, os, shutil, subprocess, sys
+import json, math, os, re, shutil, subprocess, sys
 from pathlib import Path
 import pytest
 import torch
@@ -591,3 +591,104 @@ def test_resume_keeps_fp32_master_weights_where_frozen_layers_are_bf16(data, tmp
     for name, p in got.named_parameters():
         assert p.dtype == (torch.float32 if p.requires_grad else torch.bfloat16), name
         if p.requires_grad: assert torch.equal(p.data, saved[name]), name
+
+
+# --- prepared datasets in memory (issue 15) ----------------------------------------------------------------
+
+def in_memory(data):
+    "The train and eval datasets of the prepared folder `data`, loaded into memory, and its tokenizer folder."
+    import datasets
+    return (datasets.load_from_disk(str(data/'train')), datasets.load_from_disk(str(data/'eval')),
+            str(data/'tokenizer'))
+
+
+def mem_settings(out, **kw):
+    return dict(out=str(out), max_steps=4, batch_size=4, grad_accum=1, lr=3e-3, n_eval_samples=0,
+                eval_every=100, wandb='disabled', progress=False, **kw)
+
+
+def test_fine_tune_takes_datasets_in_memory(data, finished, tmp_path):
+    "A prepared folder's datasets, given in memory, train exactly as the folder does; run.json says what."
+    from alpaca_ft.train import fine_tune
+    tr, ev, tok = in_memory(data)
+    res = fine_tune(train_dataset=tr, eval_dataset=ev, tokenizer=tok,
+                    **mem_settings(tmp_path/'mem', save_every=2))
+    assert losses(tmp_path/'mem') == pytest.approx(losses(finished), abs=1e-6)
+    assert losses(tmp_path/'mem', 'eval_loss') == pytest.approx(losses(finished, 'eval_loss'), abs=1e-6)
+    assert res.final is not None and (res.final/'config.json').is_file()
+    info = json.loads((tmp_path/'mem'/RUN_MARKER).read_text())
+    assert info['data']['dir'] is None
+    assert info['data']['in_memory']['train']['fingerprint'] == tr._fingerprint
+    assert info['data']['in_memory']['eval']['fingerprint'] == ev._fingerprint
+
+
+def test_in_memory_datasets_are_checked(data, tmp_path):
+    "Wrong objects, columns, types and missing partners fail before any work, naming the argument."
+    from alpaca_ft.train import fine_tune
+    tr, ev, tok = in_memory(data)
+    out = tmp_path/'run'
+    def fails(exc, match, **kw):
+        with pytest.raises(exc, match=match): fine_tune(**{**mem_settings(out), **kw})
+        assert not out.exists()
+    fails(TypeError, 'train_dataset must be a datasets.Dataset', train_dataset=tr.to_list(), eval_dataset=ev,
+          tokenizer=tok)
+    fails(ValueError, 'eval_dataset lacks the column.* position_ids', train_dataset=tr,
+          eval_dataset=ev.remove_columns('position_ids'), tokenizer=tok)
+    as_text = tr.map(lambda r: {'labels': [f'#{x}' for x in r['labels']]})
+    fails(TypeError, 'train_dataset: column labels must hold lists of integers', train_dataset=as_text,
+          eval_dataset=ev, tokenizer=tok)
+    cut = tr.map(lambda r: {'labels': r['labels'][:-1]})
+    fails(ValueError, 'train_dataset: .*differ in length', train_dataset=cut, eval_dataset=ev, tokenizer=tok)
+    fails(ValueError, 'eval_dataset is None', train_dataset=tr, tokenizer=tok)
+    fails(ValueError, 'tokenizer is None', train_dataset=tr, eval_dataset=ev)
+    fails(ValueError, 'not both', train_dataset=tr, eval_dataset=ev, tokenizer=tok, data_dir=str(data))
+    fails(ValueError, 'data_dir is None', data_dir=None)
+    masked = tr.map(lambda r: {'labels': [-100] * len(r['labels'])})
+    fails(ValueError, 'train_dataset has no label tokens', train_dataset=masked, eval_dataset=ev,
+          tokenizer=tok)
+
+
+def test_resume_refuses_other_datasets_in_memory(data, tmp_path):
+    "A run on datasets in memory resumes on the same datasets only (their fingerprints are its identity)."
+    from alpaca_ft.train import fine_tune
+    tr, ev, tok = in_memory(data)
+    out = tmp_path/'run'
+    fine_tune(train_dataset=tr, eval_dataset=ev, tokenizer=tok, on_step=stop_at(2),
+              **mem_settings(out, save_every=2))
+    other = tr.select(range(len(tr) - 1))
+    with pytest.raises(ValueError, match='cannot resume with data_fingerprint='):
+        fine_tune(train_dataset=other, eval_dataset=ev, tokenizer=tok,
+                  **mem_settings(out, save_every=2, resume=True))
+    res = fine_tune(train_dataset=tr, eval_dataset=ev, tokenizer=tok,
+                    **mem_settings(out, save_every=2, resume=True))
+    assert res.metrics['step'] == 4 and res.final is not None
+
+
+# --- library messages name Python arguments (issue 15) -----------------------------------------------------
+
+TRAIN_MODULES = ('train',)  # the modules of the training pages
+
+def _messages(module:str) -> list[str]:
+    "The string parts of every exception raised and every message logged in `alpaca_ft/<module>.py`."
+    import ast, alpaca_ft
+    tree = ast.parse((Path(alpaca_ft.__file__).parent/f'{module}.py').read_text())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Raise) or (isinstance(n, ast.Call) and
+             isinstance(n.func, ast.Attribute) and n.func.attr in ('warning', 'info', 'error', 'warn'))]
+    return [c.value for n in calls for c in ast.walk(n) if isinstance(c, ast.Constant) and isinstance(c.value, str)]
+
+
+@pytest.mark.parametrize('module', TRAIN_MODULES)
+def test_library_messages_name_arguments_not_flags(module):
+    "'pass --overwrite' in a Python exception: the library names `overwrite=True`; the CLI translates."
+    msgs = _messages(module)
+    assert any('resume=True' in m for m in msgs)  # the scan finds messages at all
+    assert [m for m in msgs if re.search(r'--[a-z]', m)] == []
+
+
+def test_cli_shows_flags_for_the_library_message(data, finished, tmp_path, capsys):
+    "The library says `resume=True`; the command line says `--resume`."
+    from alpaca_ft.train import fine_tune
+    with pytest.raises(FileExistsError, match='pass resume=True to continue it or overwrite=True'):
+        fine_tune(cfg(data, finished))
+    code, _, err = cli(capsys, 'train', data, '--out', finished, '--wandb', 'disabled')
+    assert code == 2 and 'pass --resume to continue it or --overwrite to replace it' in err, err
