@@ -241,6 +241,7 @@ def parser(command:str|None=None) -> argparse.ArgumentParser:
 _MAIN_PID = os.getpid()
 INTERRUPT_GRACE_S = 30  # after an interrupt, clean-up that takes longer (a wedged worker pool) is cut short
 _ON_INTERRUPT, _TIMERS = [], []  # the line to print if clean-up is cut short; the timers armed to
+_AT_FORK = False  # whether `_from_parent_only` is registered to run in forked children
 
 def _cut_short():
     "The last resort when clean-up after an interrupt hangs: say so, and exit 130 now."
@@ -256,11 +257,38 @@ def _in_finaliser(frame) -> bool:
         frame = frame.f_back
     return False
 
+_SIGNALS, _MASK = (signal.SIGINT, signal.SIGTERM), threading.local()
+
+def _hold_signals():
+    "Before a fork: the child starts with SIGINT and SIGTERM blocked, before any handler of ours could run."
+    if _ON_INTERRUPT and hasattr(signal, 'sigtimedwait'):
+        _MASK.old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+
+def _release_signals():
+    "After a fork, in the parent: signals held meanwhile are delivered now."
+    old = getattr(_MASK, 'old', None)
+    if old is not None: signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    _MASK.old = None
+
+def _from_parent_only():
+    """In a process forked while the command runs (a worker of a pool, the pool's manager): SIGINT and SIGTERM
+    end it only when its parent sends them (the pool's `terminate()`). Sent to the whole group (Ctrl-C in a
+    terminal, a scheduler), they are the main process's to handle: it shuts its pool down. A worker that
+    died of them itself could hold the pool's queue lock (the pool's shutdown then waits on it for ever), and
+    the pool would start a new worker in its place that nobody stops."""
+    if getattr(_MASK, 'old', None) is None: return  # not inside `main`, or no POSIX signals
+    parent = os.getppid()  # SIGINT and SIGTERM are blocked since the fork: taken by the thread below
+    def wait():
+        while True:  # and once a second: a worker whose parent has gone (killed, cut short) ends too
+            info = signal.sigtimedwait(_SIGNALS, 1.0)
+            if (info is not None and info.si_pid == parent) or os.getppid() != parent:
+                os._exit(128 + (info.si_signo if info is not None else signal.SIGTERM))
+    threading.Thread(target=wait, daemon=True, name='alpaca_ft-signals').start()
+
 def _interrupt(signum, frame):
     "SIGTERM (a scheduler, `docker stop`) and SIGINT as Ctrl-C, raised only where it is not lost or harmful."
-    if os.getpid() != _MAIN_PID:  # a forked worker (a pool's): what it expects, as if we had set nothing
-        if signum == signal.SIGINT: raise SystemExit(130)  # unwinds (releasing its locks), with no traceback
-        signal.signal(signum, signal.SIG_DFL)  # SIGTERM: the pool's terminate() expects it to end the worker
+    if os.getpid() != _MAIN_PID:  # a forked child without `_from_parent_only`: as if we had set nothing
+        signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
         return
     if _in_finaliser(frame):  # raised there, it would be printed and dropped: deliver it again just after
@@ -285,8 +313,12 @@ def main(argv:list[str]|None=None) -> int:
     "Entry point of the `alpaca_ft` command; returns the exit code."
     argv = sys.argv[1:] if argv is None else list(argv)
     command, a = next((x for x in argv if x in COMMANDS), None), None
-    global _MAIN_PID
+    global _MAIN_PID, _AT_FORK
     _MAIN_PID = os.getpid()
+    if not _AT_FORK and hasattr(os, 'register_at_fork'):  # once: a hook cannot be removed; it acts in `main`
+        os.register_at_fork(before=_hold_signals, after_in_parent=_release_signals,
+                            after_in_child=_from_parent_only)
+        _AT_FORK = True
     _ON_INTERRUPT[:] = [f"alpaca_ft{' ' + command if command else ''}: error: interrupted\n"]
     try: old = {s: signal.signal(s, _interrupt) for s in (signal.SIGTERM, signal.SIGINT)}
     except ValueError: old = {}  # not the main thread: leave signals alone

@@ -39,7 +39,7 @@ __all__ = ['logger', 'PRECISIONS', 'PREPARED_COLUMNS', 'train', 'TrainConfig', '
            'prepared_tokenizer', 'check_tokenizer', 'in_memory_data', 'autocast_dtype', 'device_ids',
            'init_distributed', 'build_optimizer', 'build_data', 'build_model', 'should_save', 'resume',
            'NonFiniteError', 'check_finite', 'start_tracking', 'finish', 'log_metrics', 'sample_answers', 'fit',
-           'FineTuneResult', 'fine_tune']
+           'recover_swap', 'FineTuneResult', 'fine_tune']
 
 # %% ../nbs/12_train.ipynb #fed92678
 PRECISIONS = ('auto', 'bf16', 'fp32')
@@ -315,14 +315,14 @@ def resume(state:dict, folder:Path, opt, identity:dict, total:int) -> tuple[int,
 
 # %% ../nbs/12_train.ipynb #54bb136e
 class NonFiniteError(ValueError):
-    "The training loss, or a weight, stopped being a finite number."
+    "The training or eval loss, or a weight, stopped being a finite number."
 
-def check_finite(model, step:int, loss:float|None=None, run_dir=None):
+def check_finite(model, step:int, loss:float|None=None, run_dir=None, name:str='training loss'):
     """Raise `NonFiniteError` naming `step` and the last good checkpoint: `loss` given, when it is not finite
     (a number already on the host: no device sync); no `loss`, when a trainable weight is not finite."""
     if loss is not None:
         if math.isfinite(loss): return
-        what = f'the training loss is {loss}'
+        what = f'the {name} is {loss}'
     else:
         params = [p for p in _unwrap(model).parameters() if p.requires_grad]
         if not params or torch.stack([p.detach().isfinite().all() for p in params]).all(): return
@@ -467,6 +467,7 @@ def fit(cfg:TrainConfig, run_dir:Path, on_step=None, base_model=None, data:tuple
 
     def record(m:dict):  # each line of the loop (nbs/12_loop.ipynb): checked, written, shown
         if 'loss' in m: check_finite(model, m['step'], m['loss'], run_dir)  # already on the host
+        elif m['step'] > 0: check_finite(model, m['step'], m['eval_loss'], run_dir, 'eval loss')  # as the loss
         metrics.append(m)
         if main: log_metrics(m, run_dir, run)
         if 'loss' in m:
@@ -503,6 +504,29 @@ def _data_record(data_dir, manifest:dict) -> dict:
     keep = ('fingerprint', 'rows', 'label_tokens')
     return {'dir': None, 'fingerprint': fp,
             'in_memory': {name: {k: s[k] for k in keep} for name, s in manifest['splits'].items()}}
+
+def recover_swap(run_dir) -> str|None:
+    """Finish an `--overwrite` killed at its end (SIGKILL: no clean-up ran), before anything else reads the
+    folder: its new run had saved `final/` (written whole or not at all) but not recorded it, or had recorded
+    it but not yet deleted the old run in `replaced-run/`. Returns what was done (also logged, one line)."""
+    run_dir = normal_path(run_dir)
+    aside = run_dir/REPLACED
+    if int(os.environ.get('RANK', 0)) != 0: return None  # rank 0 writes the run folder
+    if not (aside.is_dir() and (run_dir/RUN_MARKER).is_file()): return None
+    with run_lock(run_dir):  # no live run writes here: what the records say is what a killed one left
+        status = _run_status(run_dir)
+        if status == 'running' and (run_dir/'final').is_dir():
+            info = json.loads((run_dir/RUN_MARKER).read_text(encoding='utf-8'))
+            if not (run_dir/'loss.png').is_file():
+                _loss_plot(read_jsonl(run_dir/'metrics.jsonl', torn_tail=True), run_dir/'loss.png')
+            write_run_info(run_dir, {**info, 'status': 'finished', 'final': 'final'})
+            done = 'its new run had saved final/: recorded as finished'
+        elif status == 'finished': done = 'its new run had finished'
+        else: return None  # an unfinished new run: --resume continues it, the old one stays aside until then
+        shutil.rmtree(aside)
+    logger.warning(f'{run_dir}: an --overwrite was killed at its end; {done}, and the run it replaced is '
+                   f'deleted now ({aside})')
+    return done
 
 def _stopped(run_dir:Path, aside:Path|None, e:BaseException):
     "After `fit` stopped with `e`: a run that had started is marked so; one that had not leaves no trace."
@@ -565,6 +589,7 @@ def fine_tune(
     elif tokenizer is not None:
         raise ValueError('tokenizer goes with train_dataset; a prepared folder has its own')
     check_wandb(cfg.wandb, cfg.wandb_project)
+    recover_swap(cfg.out)  # an --overwrite killed at its end: finished first; the checks see the result
     mode = check_run_dir(cfg)  # refused before the lock makes the folder
     rng, was_training = _rng_states(), model.training if model is not None else None
     try:

@@ -159,7 +159,7 @@ def test_bad_wandb_project_is_refused_before_any_work(data, tmp_path, capsys, ba
 def test_packs_longer_than_the_context_are_refused_before_the_run_folder(tmp_path):
     "--max-seq-len 1000000: one huge pack, an attempt to allocate 104 GB, after the run folder was written."
     prepare(out=tmp_path/'data', max_seq_len=4096, wandb='disabled', progress=False, verbose=False)
-    with pytest.raises(DataError, match='attends to 2048 positions: prepare the data again with --max-seq'):
+    with pytest.raises(DataError, match='attends to 2048 positions: prepare the data again with max_seq_len'):
         train(cfg(tmp_path/'data', tmp_path/'run'))
     assert not (tmp_path/'run').exists()
 
@@ -195,6 +195,28 @@ def test_non_finite_training_stops_with_the_step_named(data, tmp_path, capsys):
     assert ckpts and all(torch.isfinite(t).all() for t in weights)
     assert all(m['loss'] == m['loss'] for m in read_jsonl(run/'metrics.jsonl') if 'loss' in m)  # no NaN line
     assert f'{ckpts[-1]}' in err  # the last good checkpoint is named
+
+
+def test_a_non_finite_eval_loss_stops_the_run_too(data, tmp_path, monkeypatch, capsys):
+    "Only the training loss was checked: a NaN eval loss was logged, and the run went on to save and finish."
+    import alpaca_ft.loop as L  # where the loop evaluates
+    real, calls = L.evaluate, []
+    def evaluate(model, *a, **kw):  # what bf16 overflow in eval looks like: weights finite, eval loss not
+        calls.append(1)
+        m = real(model, *a, **kw)
+        return {**m, 'eval_loss': float('nan')} if len(calls) == 3 else m
+    monkeypatch.setattr(L, 'evaluate', evaluate)
+    run = tmp_path/'run'
+    code, err = cli(capsys, 'train', data, '--out', run, '--max-steps', 6, '--batch-size', 4,
+                    '--grad-accum', 1, '--lr', 3e-3, '--n-eval-samples', 0, '--eval-every', 2,
+                    '--save-every', 2, '--wandb', 'disabled', '--no-progress')  # evals at 0, 2, then 4: NaN
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert 'step 4: the eval loss is nan; training stopped' in err and 'lower the learning rate' in err
+    assert f"the last good checkpoint, {run/'checkpoints'/'step-2'}, is kept" in err
+    assert [c.name for c in (run/'checkpoints').iterdir()] == ['step-2']
+    assert not (run/'final').exists() and status(run) == 'failed'
+    assert all(m['eval_loss'] == m['eval_loss'] for m in read_jsonl(run/'metrics.jsonl') if 'eval_loss' in m)
+    assert max(m['step'] for m in read_jsonl(run/'metrics.jsonl')) == 4  # the train step, not its NaN eval
 
 
 # --- 5. weights checked by content --------------------------------------------------------------------------
@@ -261,34 +283,99 @@ def _children(pid) -> list[int]:
     except OSError: return []
 
 
+def _group(pgid) -> list[int]:
+    "The live (not zombie) processes of process group `pgid`."
+    found = []
+    for p in Path('/proc').iterdir():
+        try: state, _, group = (p/'stat').read_text().rsplit(')', 1)[1].split()[:3]
+        except (OSError, ValueError): continue
+        if int(group) == pgid and state != 'Z': found.append(int(p.name))
+    return found
+
+
 @pytest.mark.skipif(not Path('/proc/self/task').is_dir(), reason='needs /proc to see the worker processes')
-@pytest.mark.parametrize('group', [False], ids=['SIGTERM to the process'])  # Ctrl-C to the group: see below
-def test_a_signal_during_a_worker_pool_exits_130(tmp_path, group):
-    """`prepare --num-proc 2` stopped tokenizing on SIGTERM (what docker stop sends) and never exited; Ctrl-C
-    in a terminal (SIGINT to every process of the group) left workers that died holding the pool's lock.
-    Known open: the group case still hangs now and then under load (a respawned worker holds the pool's lock
-    while the pool terminates); it is left out of the parameters until that is fixed."""
+@pytest.mark.parametrize('sig, group, times', [(signal.SIGINT, True, 3), (signal.SIGTERM, True, 1),
+                                               (signal.SIGTERM, False, 1)],
+                         ids=['Ctrl-C to the group, 3 times', 'SIGTERM to the group',
+                              'SIGTERM to the process'])
+def test_a_signal_during_a_worker_pool_exits_130(tmp_path, sig, group, times):
+    """`prepare --num-proc 2` stopped tokenizing on SIGTERM (what docker stop sends) and never exited. Ctrl-C
+    in a terminal (SIGINT to every process of the group) hung about one time in two: the workers died of it
+    too, the pool started new ones, and one of those was left behind waiting on the pool's queue lock, holding
+    the command's output open. Now a worker takes these signals from its parent only (the pool's shutdown)."""
     from alpaca_ft.data import SAMPLE_DATA
     rows = json.loads(SAMPLE_DATA.read_text(encoding='utf-8'))
     src = tmp_path/'big.jsonl'
     src.write_text(''.join(json.dumps(r) + '\n' for r in rows * 200))
-    args = [CLI, 'prepare', src, '--out', tmp_path/'out', '--num-proc', '2', '--wandb', 'disabled',
-            '--no-progress']
-    p = subprocess.Popen([str(a) for a in args], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    for _ in range(times):
+        args = [CLI, 'prepare', src, '--out', tmp_path/'out', '--num-proc', '2', '--wandb', 'disabled',
+                '--no-progress']
+        p = subprocess.Popen([str(a) for a in args], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 240
+            while len(_children(p.pid)) < 2 and p.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert p.poll() is None, 'prepare ended before its workers started: give it more rows'
+            time.sleep(1)
+            if group: os.killpg(p.pid, sig)
+            else: p.send_signal(sig)
+            out, err = p.communicate(timeout=120)  # until every process holding its output has ended
+            left = _group(p.pid)
+        finally:
+            if p.poll() is None or _group(p.pid): os.killpg(p.pid, signal.SIGKILL)  # the old code's workers
+        assert p.returncode == 130 and not left, err
+        assert err.strip().splitlines()[-1] == 'alpaca_ft prepare: error: interrupted'
+        assert 'Traceback' not in err
+        assert not (tmp_path/'out').exists() and sorted(p.name for p in tmp_path.iterdir()) == ['big.jsonl']
+
+
+def _alive(pid) -> bool:
+    try: return (Path(f'/proc/{pid}/stat')).read_text().rsplit(')', 1)[1].split()[0] != 'Z'
+    except OSError: return False
+
+
+@pytest.mark.skipif(not Path('/proc/self/task').is_dir(), reason='needs /proc to see the worker processes')
+def test_a_forked_worker_takes_signals_from_its_parent_only_and_ends_with_it(tmp_path):
+    "The mechanism under the test above: signals from elsewhere are the command's; an orphan ends by itself."
+    code = '''
+import os, signal, sys, time
+from alpaca_ft import cli
+cli._ON_INTERRUPT.append('running')  # as inside `main`
+os.register_at_fork(before=cli._hold_signals, after_in_parent=cli._release_signals,
+                    after_in_child=cli._from_parent_only)  # as `main` does
+def worker():
+    pid = os.fork()
+    if pid == 0:  # the fork's hooks have run
+        print('ready', os.getpid(), flush=True)
+        time.sleep(120)
+        os._exit(0)
+    return pid
+a = worker()
+sys.stdin.readline()  # the test has sent its signals to the worker
+os.kill(a, signal.SIGTERM)  # as the pool's terminate() does
+print(os.waitstatus_to_exitcode(os.waitpid(a, 0)[1]), worker(), flush=True)
+os._exit(0)  # the command dies, its second worker left behind
+'''
+    p = subprocess.Popen([sys.executable, '-c', code], env=ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          text=True, start_new_session=True)
     try:
-        deadline = time.monotonic() + 240
-        while len(_children(p.pid)) < 2 and p.poll() is None and time.monotonic() < deadline: time.sleep(0.1)
-        assert p.poll() is None, 'prepare ended before its workers started: give it more rows'
+        a = int(p.stdout.readline().split()[1])
+        for sig in (signal.SIGINT, signal.SIGTERM): os.kill(a, sig)  # from elsewhere: a terminal, a scheduler
         time.sleep(1)
-        if group: os.killpg(p.pid, signal.SIGINT)
-        else: p.send_signal(signal.SIGTERM)
-        out, err = p.communicate(timeout=120)
+        assert _alive(a)
+        p.stdin.write('go\n')
+        p.stdin.flush()
+        lines = sorted([p.stdout.readline().split(), p.stdout.readline().split()])  # 'ready B' comes last
+        (code, b), ready = map(int, lines[0]), lines[1]
+        assert ready == ['ready', str(b)]
+        assert code == 143 and p.wait(timeout=60) == 0
+        deadline = time.monotonic() + 60
+        while _alive(b) and time.monotonic() < deadline: time.sleep(0.1)
+        assert not _alive(b), 'an orphaned worker stayed'
     finally:
-        if p.poll() is None: os.killpg(p.pid, signal.SIGKILL)  # the old code hangs: clean up its workers too
-    assert p.returncode == 130, err
-    assert err.strip().splitlines()[-1] == 'alpaca_ft prepare: error: interrupted' and 'Traceback' not in err
-    assert not (tmp_path/'out').exists() and sorted(p.name for p in tmp_path.iterdir()) == ['big.jsonl']
+        try: os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError: pass
 
 
 def test_signals_are_held_back_in_a_critical_section():
@@ -335,6 +422,55 @@ def test_an_overwrite_killed_while_setting_aside_is_finished_by_the_next(data, f
     old = sorted(p.name for p in finished.iterdir() if p.name != '.lock')
     assert sorted(p.name for p in (run/REPLACED).iterdir()) == old
     assert status(run) == 'interrupted'
+
+
+def _killed_at_the_end(finished, run, recorded:bool):
+    "The folder an --overwrite leaves when SIGKILLed after writing final/: before or after recording it."
+    shutil.copytree(finished, run)
+    shutil.copytree(finished, run/REPLACED)
+    old = json.loads((run/REPLACED/RUN_MARKER).read_text())
+    (run/REPLACED/RUN_MARKER).write_text(json.dumps({**old, 'config': {**old['config'], 'lr': 0.1}}))
+    if recorded: shutil.rmtree(run/REPLACED/'checkpoints')  # killed while deleting the old run
+    else:
+        info = json.loads((run/RUN_MARKER).read_text())
+        (run/RUN_MARKER).write_text(json.dumps({**info, 'status': 'running', 'final': None}))
+        (run/'loss.png').unlink()  # written after final/, before run.json
+
+
+@pytest.mark.parametrize('recorded', [False, True], ids=['final/ not recorded', 'old run half deleted'])
+def test_an_overwrite_killed_at_its_end_is_finished_by_the_next_train(data, finished, tmp_path, recorded,
+                                                                      caplog):
+    "SIGKILL after final/: replaced-run/ stayed for ever, --resume refused, and --overwrite deleted final/."
+    run = tmp_path/'run'
+    _killed_at_the_end(finished, run, recorded)
+    with pytest.raises(FileExistsError, match="exists; pass resume=True"):  # a plain train: taken
+        train(cfg(data, run))
+    assert status(run) == 'finished' and not (run/REPLACED).exists()  # but the swap is finished first
+    assert json.loads((run/RUN_MARKER).read_text())['final'] == 'final' and (run/'loss.png').is_file()
+    assert (run/'final'/'model.safetensors').is_file() and steps(run) == [1, 2, 3, 4]
+    said = [r.getMessage() for r in caplog.records if 'killed at its end' in r.getMessage()]
+    assert len(said) == 1 and ('recorded as finished' in said[0]) != recorded and str(run/REPLACED) in said[0]
+
+
+def test_an_overwrite_killed_at_its_end_then_resume_on_the_command_line(data, finished, tmp_path, capsys):
+    run = tmp_path/'run'
+    _killed_at_the_end(finished, run, recorded=False)
+    code, err = cli(capsys, 'train', data, '--out', run, '--resume', '--max-steps', 4, '--batch-size', 4,
+                    '--grad-accum', 1, '--lr', 3e-3, '--n-eval-samples', 0, '--save-every', 2,
+                    '--eval-every', 100, '--wandb', 'disabled', '--no-progress')
+    lines = err.strip().splitlines()
+    assert code == 2 and 'the run is at step 4 already' in lines[-1], err  # a finished run: nothing to resume
+    assert len(lines) == 2 and 'recorded as finished, and the run it replaced is deleted now' in lines[0]
+    assert status(run) == 'finished' and not (run/REPLACED).exists()
+
+
+def test_an_unfinished_replacement_is_left_for_resume(data, finished, tmp_path):
+    "No final/: the new run had not finished; nothing is decided for it, --resume continues it as before."
+    from alpaca_ft.train import recover_swap
+    run = tmp_path/'run'
+    _killed_at_the_end(finished, run, recorded=False)
+    shutil.rmtree(run/'final')
+    assert recover_swap(run) is None and (run/REPLACED/RUN_MARKER).is_file() and status(run) == 'running'
 
 
 def test_a_run_folder_spelled_with_a_tilde_is_checked_where_written(data, finished, tmp_path, monkeypatch):
