@@ -77,13 +77,21 @@ def _document(obj):
     except Exception: pass  # documentation must never break an import
     return obj
 
+def _import(mod:str):
+    "Import our module `mod`; variables that importing torch/transformers sets (TORCHINDUCTOR_CACHE_DIR) go."
+    import os
+    before = set(os.environ)
+    try: return _importlib.import_module(f'.{mod}', __name__)
+    finally:
+        for k in set(os.environ) - before: os.environ.pop(k, None)
+
 def __getattr__(name:str):
     if name in _API:
         mod, attr = _API[name]
-        value = _document(getattr(_importlib.import_module(f'.{mod}', __name__), attr))
+        value = _document(getattr(_import(mod), attr))
         globals()[name] = value  # later look-ups skip __getattr__
         return value
-    if name in _MODULES: return _importlib.import_module(f'.{name}', __name__)
+    if name in _MODULES: return _import(name)
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 def __dir__(): return sorted(set(_API) | set(_MODULES) | {'__version__'})
