@@ -483,3 +483,14 @@ def test_public_functions_leave_the_process_as_they_found_it(qa_run, tmp_path, m
         assert 'training' not in out.out + out.err and 'read 130 rows' not in out.out, (name, out)
     assert not model.training
     assert any((tmp_path/'cache'/'wandb').glob('wandb/offline-run-*'))  # asked for: W&B wrote there
+
+
+def test_importing_the_public_names_leaves_the_environment_alone():
+    "torch/transformers set TORCHINDUCTOR_CACHE_DIR when first imported; `alpaca_ft.NAME` must not leave it."
+    import subprocess, sys
+    code = ('import os, alpaca_ft; before = dict(os.environ)\n'
+            'for name in alpaca_ft.__all__: getattr(alpaca_ft, name)\n'
+            'print(sorted(set(os.environ) ^ set(before)))')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == '[]'
