@@ -75,6 +75,8 @@ def check_weights(weights, n_sources:int):
 def check_options(data, out, tokenizer, max_seq_len, eval_size, seed, pack_strategy, template, overlong,
                   num_proc, wandb, overwrite, dedup=True, weights=None):
     "Check `prepare_dataset`'s options before any work: an error naming the argument."
+    if not isinstance(out, (str, os.PathLike)) or not str(out):
+        raise TypeError(f'out must be a folder name, got {out!r}')
     check_weights(weights, len(data) if data else 1)
     if not isinstance(dedup, bool): raise ValueError(f'dedup must be True or False, got {dedup!r}')
     if data is not None and not all(isinstance(s, (str, os.PathLike)) or _is_rows(s) for s in data):

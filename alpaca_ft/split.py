@@ -20,6 +20,8 @@ DEFAULT_EVAL_SIZE = 1000
 def eval_count(n_rows: int, eval_size: float | int | None = None) -> int:
     ("How many of `n_rows` rows go to eval: a count, a fraction < 1, or `None` "
      "(1,000, at most 10% of them).")
+    if not isinstance(n_rows, int) or isinstance(n_rows, bool):
+        raise TypeError(f'n_rows must be an integer, got {n_rows!r}')
     if eval_size is None:
         return max(1, min(DEFAULT_EVAL_SIZE, n_rows // 10))
     if 0 < eval_size < 1:
@@ -42,9 +44,9 @@ def split_indices(
 ) -> tuple[list[int], list[int]]:
     ("Shuffle `range(n_rows)` with `seed`; the last `eval_count` indices are eval, "
      "the rest train.")
+    k = eval_count(n_rows, eval_size)  # checks its arguments first
     idx = list(range(n_rows))
     random.Random(seed).shuffle(idx)
-    k = eval_count(n_rows, eval_size)
     return idx[:-k], idx[-k:]
 
 # %% ../nbs/03_split.ipynb #6fee9152

@@ -112,6 +112,10 @@ def check_config(cfg:TrainConfig):
     for f in fields(cfg):
         if 'choices' in f.metadata and getattr(cfg, f.name) not in f.metadata['choices']:
             bad(f.name, f'one of {", ".join(f.metadata["choices"])}')
+    for name in ('lr', 'warmup', 'weight_decay', 'grad_clip'):  # numbers, before comparing them
+        v = getattr(cfg, name)
+        if not (isinstance(v, (int, float)) and not isinstance(v, bool) or v is None and name == 'grad_clip'):
+            bad(name, 'a number')
     if not (math.isfinite(cfg.lr) and cfg.lr > 0): bad('lr', 'finite and > 0')
     if not 0 <= cfg.warmup < 1: bad('warmup', 'a fraction in [0, 1)')
     if not (math.isfinite(cfg.weight_decay) and cfg.weight_decay >= 0): bad('weight_decay', 'finite and >= 0')

@@ -494,3 +494,17 @@ def test_importing_the_public_names_leaves_the_environment_alone():
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == '[]'
+
+
+@pytest.mark.parametrize('call, name', [
+    (lambda A: A.TrainConfig('d', 'r', lr='1e-3'), 'lr'),
+    (lambda A: A.TrainConfig('d', 'r', grad_clip='1'), 'grad_clip'),
+    (lambda A: A.prepare_dataset(out=None), 'out'),
+    (lambda A: A.split_indices(10.5, 2), 'n_rows'),
+    (lambda A: A.alpaca_prompt(None), 'row'),
+])
+def test_wrong_types_name_the_argument(call, name):
+    "A wrong type is a TypeError/ValueError whose message starts with the Python argument's name."
+    import alpaca_ft
+    with pytest.raises((TypeError, ValueError)) as e: call(alpaca_ft)
+    assert str(e.value).startswith(name + ' '), str(e.value)
