@@ -230,6 +230,35 @@ def test_resume_is_exact(data, finished, tmp_path):
     assert a == b
 
 
+KILLED_AT_STEP_3 = """
+import json, os, signal, sys
+from alpaca_ft import TrainConfig, fine_tune
+kill = lambda step, metrics: step == 3 and os.kill(os.getpid(), signal.SIGKILL)
+fine_tune(TrainConfig(**json.loads(sys.argv[1])), on_step=kill)
+"""
+
+
+@pytest.mark.parametrize('lora_r', [8, 0], ids=['lora', 'full'])
+def test_resume_after_kill_9_is_exact(data, finished, tmp_path, lora_r):
+    "kill -9 after step 3 (checkpoint at 2; lock, run.json as left): --resume gives the run in one go."
+    import dataclasses, subprocess, sys
+    from alpaca_ft.train import train
+    ref = finished
+    if not lora_r: train(cfg(data, ref := tmp_path/'full', lora_r=0))
+    run = cfg(data, tmp_path/'killed', lora_r=lora_r)
+    p = subprocess.run([sys.executable, '-c', KILLED_AT_STEP_3, json.dumps(dataclasses.asdict(run))],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == -9, p.stderr[-2000:]
+    assert [c.name for c in (tmp_path/'killed'/'checkpoints').iterdir()] == ['step-2']
+    assert not (tmp_path/'killed'/'final').exists()
+    train(dataclasses.replace(run, resume=True))
+    for k in ('loss', 'eval_loss', 'lr'):
+        assert losses(tmp_path/'killed', k) == pytest.approx(losses(ref, k), abs=1e-6), k
+    a, b = ((r/'final'/'model.safetensors').read_bytes() for r in (tmp_path/'killed', ref))
+    assert a == b
+    if lora_r: assert (tmp_path/'killed'/'final'/'adapter'/'adapter_model.safetensors').is_file()
+
+
 def test_resume_refuses_another_rank(data, finished, tmp_path):
     import shutil
     from alpaca_ft.train import train
@@ -242,13 +271,15 @@ def test_resume_refuses_another_rank(data, finished, tmp_path):
         train(cfg(data, tmp_path/'run', resume=True, lora_alpha=32.0))
 
 
-def test_w_and_b_model_artifact_says_merged(data, tmp_path, monkeypatch):
+@pytest.mark.parametrize('lora_r, kind', [(8, {'weights': 'LoRA merged', 'adapter': 'adapter'}),
+                                           (0, {'weights': 'full'})], ids=['lora', 'full'])
+def test_w_and_b_model_artifact_says_merged(data, tmp_path, monkeypatch, lora_r, kind):
     from alpaca_ft.train import train
     monkeypatch.setenv('WANDB_SILENT', 'true')
-    train(cfg(data, tmp_path/'run', max_steps=1, wandb='offline', save_every=1, eval_every=1))
+    train(cfg(data, tmp_path/'run', max_steps=1, wandb='offline', save_every=1, eval_every=1, lora_r=lora_r))
     info = json.loads((tmp_path/'run'/'run.json').read_text())
     art = info['model_artifact']
-    assert art['weights'] == 'LoRA merged' and art['adapter'] == 'adapter'
+    assert {k: art.get(k) for k in ('weights', 'adapter')} == {'adapter': None, **kind}
 
 
 @pytest.mark.parametrize('bad, name', [
