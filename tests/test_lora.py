@@ -309,8 +309,9 @@ def test_cli_has_the_lora_options(data, tmp_path, capsys):
 
 # --- the HF route (nbs/17_hf_route.ipynb): third-party trainers with LoRA on a prepared folder --------------
 
-def watch_packs(model, pad_id:int) -> dict:
-    "Hook `model`: per training forward, max |logits of each packed example - the example run alone|."
+def watch_packs(model) -> dict:
+    """Hook `model`: per training forward, max |logits of each packed example - the example run alone|; every
+    token of a row (Collator gives a pad token position 0 and a mask row of its own: a one-token example)."""
     seen = {'worst': 0.0, 'examples': 0, 'calls': 0, 'packed_rows': 0, 'busy': False}
     def check(module, args, kwargs, out):
         if seen['busy'] or not module.training: return
@@ -321,9 +322,8 @@ def watch_packs(model, pad_id:int) -> dict:
                 fed = {k: v for k, v in kwargs.items() if k not in ('labels', 'fused_lm_head')}
                 logits = module(**fed).logits
             for ids, pos, lg in zip(kwargs['input_ids'], kwargs['position_ids'], logits):
-                n = int((ids != pad_id).sum()) if kwargs.get('attention_mask') is not None else len(ids)
-                starts = [i for i in range(n) if pos[i] == 0] + [n]
-                seen['packed_rows'] += len(starts) > 2
+                starts = [i for i in range(len(ids)) if pos[i] == 0] + [len(ids)]
+                seen['packed_rows'] += sum(e - s > 1 for s, e in zip(starts, starts[1:])) > 1
                 for s, e in zip(starts, starts[1:]):
                     alone = module(input_ids=ids[None, s:e], use_cache=False).logits[0]
                     seen['worst'] = max(seen['worst'], (lg[s:e] - alone).abs().max().item())
@@ -352,7 +352,7 @@ def test_hf_trainer_with_add_lora_keeps_packs_apart(data, tmp_path):
     manifest, ds, tok, model, args = hf_start(data)
     m = add_lora(model, r=8, dropout=0.0, n_freeze=0)
     before = {n: p.detach().clone() for n, p in m.named_parameters()}
-    seen = watch_packs(m.get_base_model(), manifest['pad_token_id'])
+    seen = watch_packs(m.get_base_model())
     Trainer(model=m, args=TrainingArguments(output_dir=str(tmp_path), **args), train_dataset=ds,
             data_collator=Collator.for_model(m)).train()
     assert seen['calls'] == 2 and seen['packed_rows'] >= 1 and seen['worst'] < 1e-5, seen
@@ -366,7 +366,7 @@ def sft_lora(data, tmp_path, use_cache:bool=True):
     from trl import SFTConfig, SFTTrainer
     manifest, ds, tok, model, args = hf_start(data)
     model.config.use_cache = use_cache
-    seen = watch_packs(model, manifest['pad_token_id'])
+    seen = watch_packs(model)
     cfg = SFTConfig(output_dir=str(tmp_path), padding_free=True, max_length=None, bf16=False,
                     gradient_checkpointing=False,
                     dataset_kwargs={'skip_prepare_dataset': True}, **args)
