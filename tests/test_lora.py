@@ -230,6 +230,35 @@ def test_resume_is_exact(data, finished, tmp_path):
     assert a == b
 
 
+KILLED_AT_STEP_3 = """
+import json, os, signal, sys
+from alpaca_ft import TrainConfig, fine_tune
+kill = lambda step, metrics: step == 3 and os.kill(os.getpid(), signal.SIGKILL)
+fine_tune(TrainConfig(**json.loads(sys.argv[1])), on_step=kill)
+"""
+
+
+@pytest.mark.parametrize('lora_r', [8, 0], ids=['lora', 'full'])
+def test_resume_after_kill_9_is_exact(data, finished, tmp_path, lora_r):
+    "kill -9 after step 3 (checkpoint at 2; lock, run.json as left): --resume gives the run in one go."
+    import dataclasses, subprocess, sys
+    from alpaca_ft.train import train
+    ref = finished
+    if not lora_r: train(cfg(data, ref := tmp_path/'full', lora_r=0))
+    run = cfg(data, tmp_path/'killed', lora_r=lora_r)
+    p = subprocess.run([sys.executable, '-c', KILLED_AT_STEP_3, json.dumps(dataclasses.asdict(run))],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == -9, p.stderr[-2000:]
+    assert [c.name for c in (tmp_path/'killed'/'checkpoints').iterdir()] == ['step-2']
+    assert not (tmp_path/'killed'/'final').exists()
+    train(dataclasses.replace(run, resume=True))
+    for k in ('loss', 'eval_loss', 'lr'):
+        assert losses(tmp_path/'killed', k) == pytest.approx(losses(ref, k), abs=1e-6), k
+    a, b = ((r/'final'/'model.safetensors').read_bytes() for r in (tmp_path/'killed', ref))
+    assert a == b
+    if lora_r: assert (tmp_path/'killed'/'final'/'adapter'/'adapter_model.safetensors').is_file()
+
+
 def test_resume_refuses_another_rank(data, finished, tmp_path):
     import shutil
     from alpaca_ft.train import train
@@ -242,13 +271,15 @@ def test_resume_refuses_another_rank(data, finished, tmp_path):
         train(cfg(data, tmp_path/'run', resume=True, lora_alpha=32.0))
 
 
-def test_w_and_b_model_artifact_says_merged(data, tmp_path, monkeypatch):
+@pytest.mark.parametrize('lora_r, kind', [(8, {'weights': 'LoRA merged', 'adapter': 'adapter'}),
+                                           (0, {'weights': 'full'})], ids=['lora', 'full'])
+def test_w_and_b_model_artifact_says_merged(data, tmp_path, monkeypatch, lora_r, kind):
     from alpaca_ft.train import train
     monkeypatch.setenv('WANDB_SILENT', 'true')
-    train(cfg(data, tmp_path/'run', max_steps=1, wandb='offline', save_every=1, eval_every=1))
+    train(cfg(data, tmp_path/'run', max_steps=1, wandb='offline', save_every=1, eval_every=1, lora_r=lora_r))
     info = json.loads((tmp_path/'run'/'run.json').read_text())
     art = info['model_artifact']
-    assert art['weights'] == 'LoRA merged' and art['adapter'] == 'adapter'
+    assert {k: art.get(k) for k in ('weights', 'adapter')} == {'adapter': None, **kind}
 
 
 @pytest.mark.parametrize('bad, name', [
@@ -278,8 +309,9 @@ def test_cli_has_the_lora_options(data, tmp_path, capsys):
 
 # --- the HF route (nbs/17_hf_route.ipynb): third-party trainers with LoRA on a prepared folder --------------
 
-def watch_packs(model, pad_id:int) -> dict:
-    "Hook `model`: per training forward, max |logits of each packed example - the example run alone|."
+def watch_packs(model) -> dict:
+    """Hook `model`: per training forward, max |logits of each packed example - the example run alone|; every
+    token of a row (Collator gives a pad token position 0 and a mask row of its own: a one-token example)."""
     seen = {'worst': 0.0, 'examples': 0, 'calls': 0, 'packed_rows': 0, 'busy': False}
     def check(module, args, kwargs, out):
         if seen['busy'] or not module.training: return
@@ -290,9 +322,8 @@ def watch_packs(model, pad_id:int) -> dict:
                 fed = {k: v for k, v in kwargs.items() if k not in ('labels', 'fused_lm_head')}
                 logits = module(**fed).logits
             for ids, pos, lg in zip(kwargs['input_ids'], kwargs['position_ids'], logits):
-                n = int((ids != pad_id).sum()) if kwargs.get('attention_mask') is not None else len(ids)
-                starts = [i for i in range(n) if pos[i] == 0] + [n]
-                seen['packed_rows'] += len(starts) > 2
+                starts = [i for i in range(len(ids)) if pos[i] == 0] + [len(ids)]
+                seen['packed_rows'] += sum(e - s > 1 for s, e in zip(starts, starts[1:])) > 1
                 for s, e in zip(starts, starts[1:]):
                     alone = module(input_ids=ids[None, s:e], use_cache=False).logits[0]
                     seen['worst'] = max(seen['worst'], (lg[s:e] - alone).abs().max().item())
@@ -321,7 +352,7 @@ def test_hf_trainer_with_add_lora_keeps_packs_apart(data, tmp_path):
     manifest, ds, tok, model, args = hf_start(data)
     m = add_lora(model, r=8, dropout=0.0, n_freeze=0)
     before = {n: p.detach().clone() for n, p in m.named_parameters()}
-    seen = watch_packs(m.get_base_model(), manifest['pad_token_id'])
+    seen = watch_packs(m.get_base_model())
     Trainer(model=m, args=TrainingArguments(output_dir=str(tmp_path), **args), train_dataset=ds,
             data_collator=Collator.for_model(m)).train()
     assert seen['calls'] == 2 and seen['packed_rows'] >= 1 and seen['worst'] < 1e-5, seen
@@ -335,7 +366,7 @@ def sft_lora(data, tmp_path, use_cache:bool=True):
     from trl import SFTConfig, SFTTrainer
     manifest, ds, tok, model, args = hf_start(data)
     model.config.use_cache = use_cache
-    seen = watch_packs(model, manifest['pad_token_id'])
+    seen = watch_packs(model)
     cfg = SFTConfig(output_dir=str(tmp_path), padding_free=True, max_length=None, bf16=False,
                     gradient_checkpointing=False,
                     dataset_kwargs={'skip_prepare_dataset': True}, **args)
