@@ -42,7 +42,8 @@ _API = {
 }
 _MODULES = ('data', 'prompts', 'tokenization', 'split', 'packing', 'batching', 'viz', 'tracking', 'prepare',
             'streaming', 'model', 'loop', 'train', 'runs', 'generate', 'demo', 'judge', 'cli',
-            'smollm2', 'real_model', 'lora', 'files', 'attention')  # appendices: files (50), attention (52), streaming (53)
+            'smollm2', 'real_model', 'lora',
+            'files', 'attention')  # appendices: 50 files, 52 attention, 53 streaming, 51 runs
 __all__ = list(_API)
 
 def _param_docs(obj) -> list[tuple[str, str]]:

@@ -127,7 +127,8 @@ def check_replaceable(out, overwrite:bool=False, marker:str|None='manifest.json'
         raise FileExistsError(f'{shown}: not replaced: it is not a folder alpaca_ft made')
     if marker is not None and not made_by_alpaca_ft(out/marker):  # None: a sub-folder of one already checked
         raise FileExistsError(f'{shown}: not replaced: it has no {marker} written by alpaca_ft, so this tool '
-                              'did not make it (overwrite=True only replaces a folder it made; choose another)')
+                              'did not make it (overwrite=True only replaces a folder it made; '
+                              'choose another)')
 
 def _normal_permissions(folder:Path):
     "The permissions plain `mkdir`/`open` give under the umask (mkdtemp, mkstemp, safetensors: 0700/0600)."
@@ -155,7 +156,8 @@ def atomic_dir(out, build, overwrite:bool=False, marker:str|None='manifest.json'
         new.mkdir()
         try: result = build(new)  # everything that can fail runs before `out` is touched
         except Exception as e:  # torch and safetensors report a full disk in words of their own
-            if not isinstance(e, ValueError) and disk_full(new, e): raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(shown)) from e
+            if not isinstance(e, ValueError) and disk_full(new, e):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(shown)) from e
             raise
         _normal_permissions(new)
         if out.exists() or out.is_symlink():

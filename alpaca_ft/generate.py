@@ -164,7 +164,7 @@ def generate_answer(
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f'max_new_tokens must be an integer >= 1, got {max_new_tokens!r}')
     with hf_progress_bars(False):  # a one-line answer needs no 'Loading weights' bar
-        tok, model = _load(model_path, device)  # `generate` checks prompt + max_new_tokens against the context
+        tok, model = _load(model_path, device)  # `generate` checks prompt + max_new_tokens vs the context
     if template is None: template = read_template(model_path) if Path(model_path).is_dir() else None
     row = {'instruction': instruction, 'input': input or '', 'output': ''}
     text = prompt if prompt is not None else render(row, template or 'alpaca', tok)[0]

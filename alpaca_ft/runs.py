@@ -63,7 +63,7 @@ def run_lock(run_dir:Path):
         except BlockingIOError:
             raise FileExistsError(f'{run_dir}: another alpaca_ft train is writing to it') from None
         try: yield
-        finally:  # the lock file stays (deleting it would let two runs lock two files), unless nothing else is
+        finally:  # the lock file stays (deleting it would let two runs lock two files) unless alone
             if made and all(p.name == '.lock' for p in run_dir.iterdir()): shutil.rmtree(run_dir)
 
 @contextmanager

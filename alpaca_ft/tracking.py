@@ -49,9 +49,10 @@ def check_wandb(mode:str, project:str|None=None):
 def kept_environ():
     "W&B quiet inside; after, `os.environ` and every logger's level as they were (W&B changes both)."
     before = dict(os.environ)
-    loggers = lambda: {k: v for k, v in logging.Logger.manager.loggerDict.items() if isinstance(v, logging.Logger)}
+    loggers = lambda: {k: v for k, v in logging.Logger.manager.loggerDict.items()
+                       if isinstance(v, logging.Logger)}
     levels, root = {k: v.level for k, v in loggers().items()}, logging.getLogger().level
-    os.environ.setdefault('WANDB_SILENT', 'true')  # its "Adding directory to artifact" lines: we print nothing
+    os.environ.setdefault('WANDB_SILENT', 'true')  # no "Adding directory to artifact" lines: we print nothing
     try: yield
     finally:
         for k in set(os.environ) - set(before): del os.environ[k]

@@ -81,7 +81,8 @@ class TrainConfig:
     save_every: int|None = _opt(None, 'save a checkpoint every N steps (default: each epoch end)')
     keep_checkpoints: int = _opt(2, 'the newest checkpoints kept; older ones are deleted')
     resume: bool = _opt(False, 'continue the run in --out from its newest readable checkpoint')
-    overwrite: bool = _opt(False, 'replace --out, only if alpaca_ft train made it (it holds run.json); the old '
+    overwrite: bool = _opt(False, 'replace --out, only if alpaca_ft train made it (it holds run.json); '
+                                  'the old '
                                   'run waits in OUT/replaced-run until the new one has finished')
     seed: int = _opt(42, 'seed of the model init, the shuffling and dropout')
     num_workers: int = _opt(0, 'DataLoader worker processes')
@@ -192,7 +193,8 @@ def _dataset_stats(name:str, ds, vocab:int) -> dict:
     missing = [c for c in PREPARED_COLUMNS if c not in ds.column_names]
     if missing:
         raise ValueError(f'{name} lacks the column(s) {", ".join(missing)} (it has '
-                         f'{", ".join(ds.column_names)}; prepare_dataset writes {", ".join(PREPARED_COLUMNS)})')
+                         f'{", ".join(ds.column_names)}; prepare_dataset writes '
+                         f'{", ".join(PREPARED_COLUMNS)})')
     for c in PREPARED_COLUMNS:
         inner = getattr(ds.features[c], 'feature', None)
         if not (isinstance(inner, datasets.Value) and 'int' in inner.dtype):
@@ -278,7 +280,8 @@ def build_model(cfg:TrainConfig, tokenizer, manifest:dict, device, checkpoint:Pa
                            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     else:
         dtype = torch.float32 if checkpoint and not lora else None  # a checkpoint's fp32 master weights
-        try: model = load_model(source, device=device, dtype=dtype, attn_implementation=cfg.attn_implementation)
+        try: model = load_model(source, device=device, dtype=dtype,
+                                attn_implementation=cfg.attn_implementation)
         except DataError: raise  # names the file and what is wrong with it already
         except Exception as e:  # safetensors, config, hub errors alike: name the source
             raise DataError(f'{source}: cannot load the model ({str(e).splitlines()[0][:200]})') from None
@@ -312,7 +315,8 @@ def resume(state:dict, folder:Path, opt, identity:dict, total:int) -> tuple[int,
     if step == total: logger.info(f'resuming at the last step ({step}): writing the final model')
     if total != old_total:
         logger.info(f'resuming at step {step}: the schedule was {old_total} steps, now {total}: the cosine '
-                    f'is recomputed over {total} steps ({warmup_steps} warmup steps, as before) from step {step}')
+                    f'is recomputed over {total} steps ({warmup_steps} warmup steps, as before) '
+                    f'from step {step}')
     opt.load_state_dict(state['optimizer'])
     _set_rng_states(state['rng'])
     return step, warmup_steps
@@ -471,7 +475,8 @@ def fit(cfg:TrainConfig, run_dir:Path, on_step=None, base_model=None, data:tuple
 
     def record(m:dict):  # each line of the loop (nbs/12_loop.ipynb): checked, written, shown
         if 'loss' in m: check_finite(model, m['step'], m['loss'], run_dir)  # already on the host
-        elif m['step'] > 0: check_finite(model, m['step'], m['eval_loss'], run_dir, 'eval loss')  # as the loss
+        elif m['step'] > 0:  # the eval loss as the loss
+            check_finite(model, m['step'], m['eval_loss'], run_dir, 'eval loss')
         metrics.append(m)
         if main: log_metrics(m, run_dir, run)
         if 'loss' in m:
