@@ -230,8 +230,10 @@ _TMP = re.compile(re.escape(tempfile.gettempdir().rstrip('/')) + r'/[\w.-]+')
 
 def scrub_paths(text:str) -> str:
     """No build-machine paths on the site: the checkout's `nbs/` and root, then the home folder, are made relative;
-    a temporary folder (`/tmp/tmpab12cd`) is shown as `$TMP`."""
-    for prefix, repl in ((f'{NBS}/', ''), (f'{ROOT}/', ''), (str(Path.home()), '~')):
+    a temporary folder (`/tmp/tmpab12cd`) is shown as `$TMP`; the shared data folder as `../shared`."""
+    shared = Path(os.environ.get('ALPACA_FT_SHARED') or ROOT.parent/'shared')
+    shared = [(str(p), '../shared') for p in dict.fromkeys([shared.resolve(), shared.absolute()])]
+    for prefix, repl in ((f'{NBS}/', ''), (f'{ROOT}/', ''), *shared, (str(Path.home()), '~')):
         text = text.replace(prefix, repl)
     return _TMP.sub('$TMP', text)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools, http.server, json, os, re, shutil, subprocess, sys, tempfile, threading
 import urllib.error, urllib.parse, urllib.request
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -83,6 +84,9 @@ def test_signatures_and_paths_as_a_reader_expects():
     assert docs.scrub_paths(text) == 'wrote tmp/x.json and runs/a and ~/.cache/b'
     assert docs.scrub_paths(f'Adding directory to artifact ({tempfile.gettempdir()}/tmpk3x_9/data)') == \
         'Adding directory to artifact ($TMP/data)'
+    with mock.patch.dict(os.environ, {'ALPACA_FT_SHARED': '/data/where/shared/is'}):
+        assert docs.scrub_paths("Path('/data/where/shared/is'), /data/where/shared/is/data/x.json, row 3") == \
+            "Path('../shared'), ../shared/data/x.json, row 3"
 
 
 def test_nav_sections():
