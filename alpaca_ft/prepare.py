@@ -286,18 +286,22 @@ def tokenize_splits(splits:dict, tokenizer, template:str='alpaca', train_on_inpu
 
 # %% ../nbs/08_prepare.ipynb #01066336
 FEATURES = datasets.Features({k: datasets.Sequence(datasets.Value('int32'))
-                              for k in ('input_ids', 'labels', 'position_ids', 'seq_lengths')})
+                              for k in ('input_ids', 'labels', 'position_ids',
+                                        'seq_lengths')})
 
-def pack_splits(examples:dict, max_seq_len:int=1024, strategy:str='bfd', progress:bool=True) -> dict:
-    "Pack the examples of each split with `strategy`: a `datasets.Dataset` per split, one row per pack."
-    packed = {name: pack(split, max_seq_len, strategy, progress) for name, split in examples.items()}
+def pack_splits(examples:dict, max_seq_len:int=1024, strategy:str='bfd',
+                progress:bool=True) -> dict:
+    "Pack each split's examples with `strategy`: a `datasets.Dataset` of packs each."
+    packed = {name: pack(split, max_seq_len, strategy, progress)
+              for name, split in examples.items()}
     return _check_packs(packed, max_seq_len, strategy)
 
 def _check_packs(packed:dict, max_seq_len:int, strategy:str) -> dict:
     for name, packs in packed.items():
         if not len(packs):
-            raise DataError(f'the {name} split is empty after packing (too little data for '
-                            f'pack_strategy={strategy!r} at max_seq_len={max_seq_len})')
+            raise DataError(f'the {name} split is empty after packing (too little '
+                            f'data for pack_strategy={strategy!r} at '
+                            f'max_seq_len={max_seq_len})')
         assert packs.features == FEATURES, packs.features
     return packed
 

@@ -229,9 +229,11 @@ def in_memory_data(train_dataset, eval_dataset, tokenizer) -> tuple:
 # %% ../nbs/12_train.ipynb #6c4df1d9
 def autocast_dtype(precision:str, device:torch.device):
     "The autocast dtype for `precision` on `device` (`None`: no autocast, fp32)."
-    if precision not in PRECISIONS: raise ValueError(f'precision must be auto, bf16 or fp32: {precision!r}')
+    if precision not in PRECISIONS:
+        raise ValueError(f'precision must be auto, bf16 or fp32: {precision!r}')
     if precision == 'auto':
-        precision = 'bf16' if device.type == 'cuda' and torch.cuda.is_bf16_supported() else 'fp32'
+        bf16 = device.type == 'cuda' and torch.cuda.is_bf16_supported()
+        precision = 'bf16' if bf16 else 'fp32'
     return torch.bfloat16 if precision == 'bf16' else None
 
 def device_ids(device) -> list[int]|None:
@@ -243,7 +245,8 @@ def init_distributed() -> tuple[int, int, torch.device]:
     world = int(os.environ.get('WORLD_SIZE', 1))
     if world > 1 and not dist.is_initialized():
         dist.init_process_group('nccl' if torch.cuda.is_available() else 'gloo')
-    rank, local = (dist.get_rank(), int(os.environ.get('LOCAL_RANK', 0))) if world > 1 else (0, 0)
+    local = int(os.environ.get('LOCAL_RANK', 0)) if world > 1 else 0
+    rank = dist.get_rank() if world > 1 else 0
     if torch.cuda.is_available():
         torch.cuda.set_device(local)
         return rank, world, torch.device('cuda', local)
@@ -531,10 +534,10 @@ def recover_swap(run_dir) -> str|None:
             write_run_info(run_dir, {**info, 'status': 'finished', 'final': 'final'})
             done = 'its new run had saved final/: recorded as finished'
         elif status == 'finished': done = 'its new run had finished'
-        else: return None  # an unfinished new run: --resume continues it, the old one stays aside until then
+        else: return None  # an unfinished new run: resume=True continues it, the old one stays aside until then
         shutil.rmtree(aside)
-    logger.warning(f'{run_dir}: an --overwrite was killed at its end; {done}, and the run it replaced is '
-                   f'deleted now ({aside})')
+    logger.warning(f'{run_dir}: a run with overwrite=True was killed at its end; {done}, and the run it '
+                   f'replaced is deleted now ({aside})')
     return done
 
 def _stopped(run_dir:Path, aside:Path|None, e:BaseException):

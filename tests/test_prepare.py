@@ -629,7 +629,8 @@ def test_real_chinese_data(runs):
     assert m['rows']['read'] == r.extra['n'] and m['rows']['invalid'] == 1
     assert "row 54: field 'output' is empty" in r.proc.stdout
     assert m['rows']['no_labels'] > 0  # long Chinese prompts cut to no response at max_seq_len 512: dropped, counted
-    kept = m['rows']['read'] - m['rows']['invalid'] - m['rows']['dropped'] - m['rows']['no_labels']
+    kept = (m['rows']['read'] - m['rows']['invalid'] - m['rows'].get('duplicates', 0) - m['rows']['dropped']
+            - m['rows']['no_labels'])  # exact duplicates are dropped first (issue 16)
     assert sum(s['examples'] for s in m['splits'].values()) == kept
     for split in ('train', 'eval'):
         assert m['splits'][split]['sequences'] == len(r.dataset(split)['input_ids']) > 0
