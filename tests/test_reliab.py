@@ -306,7 +306,9 @@ def test_a_signal_during_a_worker_pool_exits_130(tmp_path, sig, group, times):
     from alpaca_ft.data import SAMPLE_DATA
     rows = json.loads(SAMPLE_DATA.read_text(encoding='utf-8'))
     src = tmp_path/'big.jsonl'
-    src.write_text(''.join(json.dumps(r) + '\n' for r in rows * 200))
+    # distinct rows: duplicates are dropped before tokenizing, and 130 rows would be done before the signal
+    rows = [dict(r, instruction=f"{r['instruction']} ({i})") for i, r in enumerate(rows * 200)]
+    src.write_text(''.join(json.dumps(r) + '\n' for r in rows))
     for _ in range(times):
         args = [CLI, 'prepare', src, '--out', tmp_path/'out', '--num-proc', '2', '--wandb', 'disabled',
                 '--no-progress']
