@@ -5,13 +5,14 @@
 # %% ../nbs/03_split.ipynb #784703ea
 from __future__ import annotations
 import hashlib, json, random, unicodedata
+from collections import Counter
 from pathlib import Path
 import pandas as pd
 from .data import DataError, write_atomic
 
 # %% auto #0
 __all__ = ['DEFAULT_EVAL_SIZE', 'eval_count', 'split_indices', 'write_jsonl', 'read_jsonl', 'normalise', 'row_key', 'prompt_key',
-           'drop_duplicates', 'split_groups', 'leaked']
+           'drop_duplicates', 'split_groups', 'leaked', 'ngrams', 'near_duplicates']
 
 # %% ../nbs/03_split.ipynb #5743d303
 DEFAULT_EVAL_SIZE = 1000
@@ -146,3 +147,36 @@ def leaked(train_keys: list, eval_keys: list) -> int:
     "How many eval rows have a key (e.g. `prompt_key`) that some train row has too."
     train = set(train_keys)
     return sum(key in train for key in eval_keys)
+
+# %% ../nbs/03_split.ipynb #09930d51
+def ngrams(text: str, n: int = 8) -> set[str]:
+    "The runs of `n` words in `text`, normalised and lower case (a shorter text: itself)."
+    words = normalise(text).lower().split()
+    return {' '.join(words[i:i + n]) for i in range(max(1, len(words) - n + 1))}
+
+
+def _row_text(row: dict) -> str:
+    return ' '.join(t if isinstance(t, str) else t[1] for t in _texts(row))
+
+
+def near_duplicates(
+    eval_rows, train_rows, n: int = 8, threshold: float = 0.5
+) -> list[tuple[int, int, float]]:
+    ("Eval rows sharing at least `threshold` of their word `n`-grams with one train "
+     "row: `(eval index, train index, share)`, the best train row for each.")
+    if not 0 < threshold <= 1:
+        raise ValueError(f'threshold must be in (0, 1], got {threshold!r}')
+    index, sizes = {}, []
+    for i, row in enumerate(eval_rows):
+        grams = ngrams(_row_text(row), n)
+        sizes.append(len(grams))
+        for g in grams:
+            index.setdefault(g, []).append(i)
+    best = {}
+    for j, row in enumerate(train_rows):  # one pass; train rows are not kept
+        hits = Counter(i for g in ngrams(_row_text(row), n) for i in index.get(g, ()))
+        for i, k in hits.items():
+            share = k / sizes[i]
+            if share >= threshold and share > best.get(i, (0, 0))[0]:
+                best[i] = (share, j)
+    return sorted((i, j, round(s, 4)) for i, (s, j) in best.items())
