@@ -176,6 +176,9 @@ def _text(v) -> str: return ''.join(v) if isinstance(v, list) else v
 
 
 _TQDM = re.compile(r'\d+%\|.*\| *\d+/\d*|\?it/s\]')
+# printed, not logged, by transformers' W&B integration on import when WANDB_MODE=offline: the build's setting
+_NOISE = re.compile(r'^\[INFO\] Running in WANDB offline mode$')
+_WARNING = re.compile(r'^\S.*:\d+: (\w*Warning): (.*)$', re.M)  # what warnings.warn writes to stderr
 _HEADING_LINK = re.compile(r'\[([^\]]*)\]\([^)]*\)')
 _SHOW_DOC_HEADING = re.compile(r'^#{2,4} (\S+)\s*$', re.M)
 
@@ -273,7 +276,7 @@ def tidy_nb(nbj:dict, fix_links, description:str|None=None, module:str|None=None
             for o in c.get('outputs', []):  # progress bars mean nothing on a static page
                 if o.get('output_type') == 'stream':
                     o['text'] = ''.join(l for l in scrub_paths(_text(o['text'])).splitlines(True)
-                                        if not _TQDM.search(l))
+                                        if not (_TQDM.search(l) or _NOISE.match(l.strip())))
                     if not o['text']: continue
                 outs.append(o)
             if 'outputs' in c: c['outputs'] = outs
@@ -303,6 +306,16 @@ def tidy_nb(nbj:dict, fix_links, description:str|None=None, module:str|None=None
     return nbj
 
 
+def shown_warnings(nbj:dict) -> list[str]:
+    "The Python warnings a notebook's outputs show (`cell 8: UserWarning: ...`): library noise a reader should not see."
+    out = []
+    for i, c in enumerate(nbj['cells']):
+        for o in c.get('outputs', []):
+            if o.get('output_type') == 'stream':
+                out += [f'cell {i}: {m.group(1)}: {m.group(2)[:120]}' for m in _WARNING.finditer(_text(o['text']))]
+    return out
+
+
 def tidy(nbs:list[Path], base:str):
     "Quarto's part, for mkdocs: front matter, hidden inputs, and nbdev's links into its Quarto site made local."
     pat = re.compile(re.escape(base.rstrip('/')) + r'/([\w.-]+)\.html(#[\w.-]*)?')
@@ -319,6 +332,7 @@ def tidy(nbs:list[Path], base:str):
         executed = json.loads((BUILD/'exec'/nb.name).read_text())
         nbj = tidy_nb(loaded[nb.stem], lambda s: pat.sub(fix, s), summary(executed), _module(executed))
         (PROC/nb.name).write_text(json.dumps(nbj, indent=1))
+        for w in shown_warnings(nbj): print(f'docs: WARNING: {nb.name} shows a Python warning, {w}', file=sys.stderr)
 
 
 # The sidebar: (title, [(lo, hi), ...]): a notebook numbered lo <= n < hi goes in that section, in file-name order.

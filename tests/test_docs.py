@@ -89,6 +89,21 @@ def test_signatures_and_paths_as_a_reader_expects():
             "Path('../shared'), ../shared/data/x.json, row 3"
 
 
+def test_no_build_noise_and_warnings_found():
+    "The build's `[INFO] Running in WANDB offline mode` print is dropped; a warning a page shows is found."
+    warn = ('/x/.venv/lib/python3.11/site-packages/transformers/training_args.py:1541: FutureWarning: '
+            '`gradient_checkpointing` is deprecated\n  warnings.warn(f"...", FutureWarning)\n')
+    nb = {'cells': [
+        {'cell_type': 'code', 'metadata': {}, 'source': 'import trl', 'outputs': [
+            {'output_type': 'stream', 'name': 'stdout', 'text': '[INFO] Running in WANDB offline mode\n'}]},
+        {'cell_type': 'code', 'metadata': {}, 'source': 'x = 1', 'outputs': [
+            {'output_type': 'stream', 'name': 'stderr', 'text': warn}]}]}
+    out = docs.tidy_nb(nb, lambda s: s)['cells']
+    assert out[0]['outputs'] == []
+    assert docs.shown_warnings({'cells': out}) == ['cell 1: FutureWarning: `gradient_checkpointing` is deprecated']
+    assert docs.shown_warnings({'cells': out[:1]}) == []
+
+
 def test_nav_sections():
     """The sidebar groups the pages: Part 1: the dataset (00-09), Part 2: fine-tuning (10-19), Reference (20-49 and
     the 90s, the glossary), Appendix: engineering (50-89), each in file-name order; every notebook is in it once."""
@@ -214,9 +229,15 @@ def test_no_build_machine_paths_or_python_internals(site):
     bad = {}
     for f in sorted(SITE.rglob('*.html')):
         text = f.read_text(errors='replace')
-        hits = [w for w in (str(ROOT), 'NoneType=None', 'VAR_POSITIONAL') if w in text]
+        hits = [w for w in (str(ROOT), 'site-packages', 'NoneType=None', 'VAR_POSITIONAL') if w in text]
         if hits: bad[str(f.relative_to(SITE))] = hits
     assert not bad, bad
+
+
+def test_no_python_warnings_shown(site):
+    "No page shows a library's warning (a FutureWarning box with the build's venv path): each is fixed at its cause."
+    bad = {nb.name: docs.shown_warnings(json.loads((ROOT/'_proc'/nb.name).read_text())) for nb in NOTEBOOKS}
+    assert not any(bad.values()), {k: v for k, v in bad.items() if v}
 
 
 def test_every_notebook_has_a_page(pages):
