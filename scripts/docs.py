@@ -249,6 +249,29 @@ def _module(nbj:dict) -> str|None:
     return None
 
 
+def fig_alt(directives:list[str]) -> str|None:
+    "The text of a cell's Quarto `#| fig-alt:` option (what a screen reader says for its plot), if it has one."
+    import yaml
+    for l in directives:
+        m = re.match(r'#\|\s*fig-alt:\s*(.*\S)', l)
+        if m:
+            try: v = yaml.safe_load(m.group(1))
+            except yaml.YAMLError: v = m.group(1)
+            return str(v)
+    return None
+
+
+def img_with_alt(data:dict, meta:dict, alt:str) -> dict:
+    """A PNG output as an `<img>` with `alt` (nbconvert's HTML has no way to take alt text from a cell: it writes
+    'No description has been provided'); the width and height the kernel gave it kept."""
+    import html
+    size = meta.get('image/png', {})
+    attrs = ''.join(f' {k}="{int(size[k])}"' for k in ('width', 'height') if k in size)
+    png = _text(data.pop('image/png')).replace('\n', '')
+    data.pop('text/plain', None)  # `<Figure size 700x300 with 1 Axes>`
+    return {'text/html': f'<img src="data:image/png;base64,{png}" alt="{html.escape(alt)}"{attrs}>'}
+
+
 def tidy_nb(nbj:dict, fix_links, description:str|None=None, module:str|None=None) -> dict:
     "Do to one processed notebook what Quarto does when it renders it (mkdocs knows no Quarto syntax)."
     cells = []
@@ -271,6 +294,7 @@ def tidy_nb(nbj:dict, fix_links, description:str|None=None, module:str|None=None
             direc = [l for l in lines if l.startswith('#|')]
             if any(re.match(r'#\|\s*echo:\s*false', l) for l in direc):
                 c.setdefault('metadata', {}).setdefault('tags', []).append('hide-input')
+            alt = fig_alt(direc)
             src = '\n'.join(l for l in lines if not l.startswith('#|')).strip('\n')
             outs = []
             for o in c.get('outputs', []):  # progress bars mean nothing on a static page
@@ -283,6 +307,7 @@ def tidy_nb(nbj:dict, fix_links, description:str|None=None, module:str|None=None
             for o in c.get('outputs', []):
                 data = o.get('data', {})
                 data.pop('application/vnd.jupyter.widget-view+json', None)  # no widget JS on a static site
+                if alt and 'image/png' in data: data.update(img_with_alt(data, o.get('metadata', {}), alt))
                 for mime in ('text/html', 'text/plain', 'text/markdown'):
                     if mime in data: data[mime] = scrub_paths(_text(data[mime]))
                 if 'text/markdown' in data:

@@ -104,6 +104,24 @@ def test_no_build_noise_and_warnings_found():
     assert docs.shown_warnings({'cells': out[:1]}) == []
 
 
+def test_plots_get_their_alt_text():
+    "A plotting cell's `#| fig-alt:` becomes its image's alt text (size kept); a cell without it is left alone."
+    png = {'output_type': 'display_data', 'metadata': {'image/png': {'width': 689, 'height': 289}},
+           'data': {'image/png': 'iVBORw0KGgo=\n', 'text/plain': '<Figure size 700x300 with 1 Axes>'}}
+    nb = {'cells': [
+        {'cell_type': 'code', 'metadata': {}, 'outputs': [json.loads(json.dumps(png))],
+         'source': '#| fig-alt: "Histogram: most examples < 300 tokens, a few > 800 & <1000"\nlength_histogram(x)'},
+        {'cell_type': 'code', 'metadata': {}, 'outputs': [json.loads(json.dumps(png))], 'source': 'plot(x)'}]}
+    out = docs.tidy_nb(nb, lambda s: s)['cells']
+    assert out[0]['source'] == 'length_histogram(x)'
+    assert out[0]['outputs'][0]['data'] == {'text/html': '<img src="data:image/png;base64,iVBORw0KGgo=" alt="Histogram: '
+                                            'most examples &lt; 300 tokens, a few &gt; 800 &amp; &lt;1000" '
+                                            'width="689" height="289">'}
+    assert out[1]['outputs'][0]['data'] == png['data']
+    assert docs.fig_alt(['#| echo: false', '#| fig-alt: plain words']) == 'plain words'
+    assert docs.fig_alt(['#| echo: false']) is None
+
+
 def test_nav_sections():
     """The sidebar groups the pages: Part 1: the dataset (00-09), Part 2: fine-tuning (10-19), Reference (20-49 and
     the 90s, the glossary), Appendix: engineering (50-89), each in file-name order; every notebook is in it once."""
@@ -374,4 +392,14 @@ def test_each_lesson_has_its_sections(pages):
         missing = [s for s in ('what you will learn', 'exercises') if s not in h2]
         if not missing and h2.index('what you will learn') > h2.index('exercises'): missing = ['in that order']
         if missing: bad[nb.stem] = missing
+    assert not bad, bad
+
+
+def test_lesson_plots_have_alt_text(site):
+    "Every plot on a lesson page has alt text: its cell says what it shows in a `#| fig-alt:` line."
+    bad = {}
+    for nb in LESSONS:
+        cells = json.loads((ROOT/'_proc'/nb.name).read_text())['cells']
+        n = sum('image/png' in o.get('data', {}) for c in cells for o in c.get('outputs', []))
+        if n: bad[nb.stem] = f'{n} plot(s) without #| fig-alt'
     assert not bad, bad
