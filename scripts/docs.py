@@ -249,15 +249,16 @@ def _module(nbj:dict) -> str|None:
     return None
 
 
-def fig_alt(directives:list[str]) -> str|None:
-    "The text of a cell's Quarto `#| fig-alt:` option (what a screen reader says for its plot), if it has one."
+def fig_alt(directives:list[str]) -> list[str]|None:
+    """The texts of a cell's Quarto `#| fig-alt:` option (what a screen reader says for a plot), one per image:
+    a YAML list for a cell that shows several, else the one text for all of them; None if it has none."""
     import yaml
     for l in directives:
         m = re.match(r'#\|\s*fig-alt:\s*(.*\S)', l)
         if m:
             try: v = yaml.safe_load(m.group(1))
             except yaml.YAMLError: v = m.group(1)
-            return str(v)
+            return [str(a) for a in v] if isinstance(v, list) else [str(v)]
     return None
 
 
@@ -304,10 +305,13 @@ def tidy_nb(nbj:dict, fix_links, description:str|None=None, module:str|None=None
                     if not o['text']: continue
                 outs.append(o)
             if 'outputs' in c: c['outputs'] = outs
+            n_img = 0
             for o in c.get('outputs', []):
                 data = o.get('data', {})
                 data.pop('application/vnd.jupyter.widget-view+json', None)  # no widget JS on a static site
-                if alt and 'image/png' in data: data.update(img_with_alt(data, o.get('metadata', {}), alt))
+                if alt and 'image/png' in data:
+                    data.update(img_with_alt(data, o.get('metadata', {}), alt[min(n_img, len(alt) - 1)]))
+                    n_img += 1
                 for mime in ('text/html', 'text/plain', 'text/markdown'):
                     if mime in data: data[mime] = scrub_paths(_text(data[mime]))
                 if 'text/markdown' in data:

@@ -118,7 +118,12 @@ def test_plots_get_their_alt_text():
                                             'most examples &lt; 300 tokens, a few &gt; 800 &amp; &lt;1000" '
                                             'width="689" height="289">'}
     assert out[1]['outputs'][0]['data'] == png['data']
-    assert docs.fig_alt(['#| echo: false', '#| fig-alt: plain words']) == 'plain words'
+    assert docs.fig_alt(['#| echo: false', '#| fig-alt: plain words']) == ['plain words']
+    two = {'cell_type': 'code', 'metadata': {}, 'outputs': [json.loads(json.dumps(png)) for _ in range(2)],
+           'source': '#| fig-alt: ["the schedule", "the loss"]\ndisplay(a, b)'}
+    alts = [re.search(r'alt="([^"]*)"', o['data']['text/html']).group(1)
+            for o in docs.tidy_nb({'cells': [two]}, lambda s: s)['cells'][0]['outputs']]
+    assert alts == ['the schedule', 'the loss']
     assert docs.fig_alt(['#| echo: false']) is None
 
 
