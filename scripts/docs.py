@@ -249,6 +249,29 @@ def _module(nbj:dict) -> str|None:
     return None
 
 
+def code_fold(directives:list[str]) -> str|None:
+    """The summary line of a cell folded with Quarto's `#| code-fold: true` (its `#| code-summary:`, default
+    'Code'); None when the cell is not folded. nbdev adds `code-fold: show` to `#| exports` cells: shown open."""
+    import yaml
+    opts = {}
+    for l in directives:
+        m = re.match(r'#\|\s*(code-fold|code-summary):\s*(.*\S)', l)
+        if m:
+            try: opts[m.group(1)] = yaml.safe_load(m.group(2))
+            except yaml.YAMLError: opts[m.group(1)] = m.group(2)
+    if opts.get('code-fold') is not True: return None
+    return str(opts.get('code-summary') or 'Code')
+
+
+def folded_code(code:str, summary:str) -> str:
+    "Markdown for `code` folded under `summary` (an HTML `<details>`; the fenced code inside is highlighted)."
+    import html
+    fence = '```'
+    while fence in code: fence += '`'
+    return (f'<details class="code-fold"><summary>{html.escape(summary)}</summary>\n\n'
+            f'{fence}python\n{code}\n{fence}\n\n</details>')
+
+
 def fig_alt(directives:list[str]) -> list[str]|None:
     """The texts of a cell's Quarto `#| fig-alt:` option (what a screen reader says for a plot), one per image:
     a YAML list for a cell that shows several, else the one text for all of them; None if it has none."""
@@ -296,6 +319,12 @@ def tidy_nb(nbj:dict, fix_links, description:str|None=None, module:str|None=None
             if any(re.match(r'#\|\s*echo:\s*false', l) for l in direc):
                 c.setdefault('metadata', {}).setdefault('tags', []).append('hide-input')
             alt = fig_alt(direc)
+            summary_ = code_fold(direc)
+            if summary_ is not None:  # the input folded away under a summary line, its output shown
+                c.setdefault('metadata', {}).setdefault('tags', []).append('hide-input')
+                body = '\n'.join(l for l in lines if not l.startswith('#|')).strip('\n')
+                cells.append({'cell_type': 'markdown', 'metadata': {}, 'id': f"{c.get('id', 'cell')}-fold",
+                              'source': folded_code(body, summary_)})
             src = '\n'.join(l for l in lines if not l.startswith('#|')).strip('\n')
             outs = []
             for o in c.get('outputs', []):  # progress bars mean nothing on a static page

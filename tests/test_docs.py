@@ -127,6 +127,26 @@ def test_plots_get_their_alt_text():
     assert docs.fig_alt(['#| echo: false']) is None
 
 
+def test_code_fold():
+    "`#| code-fold: true` folds a cell's code under its `code-summary` (output shown); nbdev's `show` does not."
+    nb = {'cells': [
+        {'cell_type': 'code', 'metadata': {}, 'outputs': [{'output_type': 'stream', 'name': 'stdout', 'text': '7\n'}],
+         'source': '#| code-fold: true\n#| code-summary: "How it is measured"\ndef f(x):\n    return x < 2\nprint(7)'},
+        {'cell_type': 'code', 'metadata': {}, 'outputs': [],
+         'source': '#| code-fold: show\n#| code-summary: "Exported source"\ndef g(): pass'}]}
+    out = docs.tidy_nb(nb, lambda s: s)['cells']
+    assert [c['cell_type'] for c in out] == ['markdown', 'code', 'code']
+    assert out[0]['source'] == ('<details class="code-fold"><summary>How it is measured</summary>\n\n```python\n'
+                                'def f(x):\n    return x < 2\nprint(7)\n```\n\n</details>')
+    assert out[1]['metadata']['tags'] == ['hide-input'] and out[1]['outputs'][0]['text'] == '7\n'
+    assert 'tags' not in out[2]['metadata'] and out[2]['source'] == 'def g(): pass'
+    assert docs.code_fold(['#| code-fold: true']) == 'Code'
+    assert docs.code_fold(['#| code-fold: show', '#| code-fold: true']) == 'Code'  # nbdev's line, then ours
+    from nbconvert.filters.markdown_mistune import markdown2html_mistune
+    html = markdown2html_mistune(out[0]['source'])  # as mkdocs-jupyter renders a markdown cell
+    assert html.index('<summary>') < html.index('<pre>') < html.index('</details>') and '&lt;' in html
+
+
 def test_nav_sections():
     """The sidebar groups the pages: Part 1: the dataset (00-09), Part 2: fine-tuning (10-19), Reference (20-49 and
     the 90s, the glossary), Appendix: engineering (50-89), each in file-name order; every notebook is in it once."""
