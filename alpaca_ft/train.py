@@ -303,23 +303,30 @@ def build_model(cfg:TrainConfig, tokenizer, manifest:dict, device, checkpoint:Pa
     return model
 
 # %% ../nbs/12_train.ipynb #d082ee8c
-def should_save(step:int, cfg:TrainConfig, steps_per_epoch:int, total:int) -> bool:
+def should_save(step: int, cfg: TrainConfig, steps_per_epoch: int,
+                total: int) -> bool:
     "Save every `save_every` steps (default: each epoch's end, and the last step)."
     if cfg.save_every: return step % cfg.save_every == 0
     return step == total or step % steps_per_epoch == 0
 
-def resume(state:dict, folder:Path, opt, identity:dict, total:int) -> tuple[int, int]:
-    "Restore optimizer and RNG states from a checkpoint of the same run; returns (step, warmup steps)."
+def resume(state: dict, folder: Path, opt, identity: dict,
+           total: int) -> tuple[int, int]:
+    "Restore optimizer and RNG states from a checkpoint of this run: (step, warmup)."
     check_same_run(state['run'], identity, folder)
-    step, old_total, warmup_steps = state['step'], state['run']['total_steps'], state['run']['warmup_steps']
-    finished = (Path(folder).parent.parent/'final').is_dir()  # a run killed while saving final/ has none
+    run = state['run']
+    step, old_total = state['step'], run['total_steps']
+    warmup_steps = run['warmup_steps']
+    # a run killed while saving final/ has none
+    finished = (Path(folder).parent.parent/'final').is_dir()
     if step > total or (step == total and finished):
-        raise ValueError(f'{folder}: the run is at step {step} already; give max_steps above {step} to go on')
-    if step == total: logger.info(f'resuming at the last step ({step}): writing the final model')
+        raise ValueError(f'{folder}: the run is at step {step} already; '
+                         f'give max_steps above {step} to go on')
+    if step == total:
+        logger.info(f'resuming at the last step ({step}): writing the final model')
     if total != old_total:
-        logger.info(f'resuming at step {step}: the schedule was {old_total} steps, now {total}: the cosine '
-                    f'is recomputed over {total} steps ({warmup_steps} warmup steps, as before) '
-                    f'from step {step}')
+        logger.info(f'resuming at step {step}: the schedule was {old_total} steps, '
+                    f'now {total}: the cosine is recomputed over {total} steps '
+                    f'({warmup_steps} warmup steps, as before) from step {step}')
     opt.load_state_dict(state['optimizer'])
     _set_rng_states(state['rng'])
     return step, warmup_steps

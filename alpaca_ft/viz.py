@@ -26,7 +26,7 @@ def length_histogram(
             ls='--',
             label=f'max_seq_len = {max_seq_len}',
         )
-        ax.legend()
+        ax.legend(loc='upper right')  # 'best' searches, and warns when slow
     median = sorted(lengths)[len(lengths) // 2]
     ax.set(
         xlabel='tokens per example',
@@ -75,7 +75,7 @@ def packing_plot(lengths: list[int], max_seq_len: int, batch_size: int = 16):
         ylabel='fill',
         title=f'fill per sequence, max_seq_len={max_seq_len}',
     )
-    a.legend()
+    a.legend(loc='upper right')
     b.bar(
         list(shares),
         list(shares.values()),

@@ -176,6 +176,9 @@ def _text(v) -> str: return ''.join(v) if isinstance(v, list) else v
 
 
 _TQDM = re.compile(r'\d+%\|.*\| *\d+/\d*|\?it/s\]')
+# printed, not logged, by transformers' W&B integration on import when WANDB_MODE=offline: the build's setting
+_NOISE = re.compile(r'^\[INFO\] Running in WANDB offline mode$')
+_WARNING = re.compile(r'^\S.*:\d+: (\w*Warning): (.*)$', re.M)  # what warnings.warn writes to stderr
 _HEADING_LINK = re.compile(r'\[([^\]]*)\]\([^)]*\)')
 _SHOW_DOC_HEADING = re.compile(r'^#{2,4} (\S+)\s*$', re.M)
 
@@ -246,6 +249,53 @@ def _module(nbj:dict) -> str|None:
     return None
 
 
+def code_fold(directives:list[str]) -> str|None:
+    """The summary line of a cell folded with Quarto's `#| code-fold: true` (its `#| code-summary:`, default
+    'Code'); None when the cell is not folded. nbdev adds `code-fold: show` to `#| exports` cells: shown open."""
+    import yaml
+    opts = {}
+    for l in directives:
+        m = re.match(r'#\|\s*(code-fold|code-summary):\s*(.*\S)', l)
+        if m:
+            try: opts[m.group(1)] = yaml.safe_load(m.group(2))
+            except yaml.YAMLError: opts[m.group(1)] = m.group(2)
+    if opts.get('code-fold') is not True: return None
+    return str(opts.get('code-summary') or 'Code')
+
+
+def folded_code(code:str, summary:str) -> str:
+    "Markdown for `code` folded under `summary` (an HTML `<details>`; the fenced code inside is highlighted)."
+    import html
+    fence = '```'
+    while fence in code: fence += '`'
+    return (f'<details class="code-fold"><summary>{html.escape(summary)}</summary>\n\n'
+            f'{fence}python\n{code}\n{fence}\n\n</details>')
+
+
+def fig_alt(directives:list[str]) -> list[str]|None:
+    """The texts of a cell's Quarto `#| fig-alt:` option (what a screen reader says for a plot), one per image:
+    a YAML list for a cell that shows several, else the one text for all of them; None if it has none."""
+    import yaml
+    for l in directives:
+        m = re.match(r'#\|\s*fig-alt:\s*(.*\S)', l)
+        if m:
+            try: v = yaml.safe_load(m.group(1))
+            except yaml.YAMLError: v = m.group(1)
+            return [str(a) for a in v] if isinstance(v, list) else [str(v)]
+    return None
+
+
+def img_with_alt(data:dict, meta:dict, alt:str) -> dict:
+    """A PNG output as an `<img>` with `alt` (nbconvert's HTML has no way to take alt text from a cell: it writes
+    'No description has been provided'); the width and height the kernel gave it kept."""
+    import html
+    size = meta.get('image/png', {})
+    attrs = ''.join(f' {k}="{int(size[k])}"' for k in ('width', 'height') if k in size)
+    png = _text(data.pop('image/png')).replace('\n', '')
+    data.pop('text/plain', None)  # `<Figure size 700x300 with 1 Axes>`
+    return {'text/html': f'<img src="data:image/png;base64,{png}" alt="{html.escape(alt)}"{attrs}>'}
+
+
 def tidy_nb(nbj:dict, fix_links, description:str|None=None, module:str|None=None) -> dict:
     "Do to one processed notebook what Quarto does when it renders it (mkdocs knows no Quarto syntax)."
     cells = []
@@ -268,18 +318,29 @@ def tidy_nb(nbj:dict, fix_links, description:str|None=None, module:str|None=None
             direc = [l for l in lines if l.startswith('#|')]
             if any(re.match(r'#\|\s*echo:\s*false', l) for l in direc):
                 c.setdefault('metadata', {}).setdefault('tags', []).append('hide-input')
+            alt = fig_alt(direc)
+            summary_ = code_fold(direc)
+            if summary_ is not None:  # the input folded away under a summary line, its output shown
+                c.setdefault('metadata', {}).setdefault('tags', []).append('hide-input')
+                body = '\n'.join(l for l in lines if not l.startswith('#|')).strip('\n')
+                cells.append({'cell_type': 'markdown', 'metadata': {}, 'id': f"{c.get('id', 'cell')}-fold",
+                              'source': folded_code(body, summary_)})
             src = '\n'.join(l for l in lines if not l.startswith('#|')).strip('\n')
             outs = []
             for o in c.get('outputs', []):  # progress bars mean nothing on a static page
                 if o.get('output_type') == 'stream':
                     o['text'] = ''.join(l for l in scrub_paths(_text(o['text'])).splitlines(True)
-                                        if not _TQDM.search(l))
+                                        if not (_TQDM.search(l) or _NOISE.match(l.strip())))
                     if not o['text']: continue
                 outs.append(o)
             if 'outputs' in c: c['outputs'] = outs
+            n_img = 0
             for o in c.get('outputs', []):
                 data = o.get('data', {})
                 data.pop('application/vnd.jupyter.widget-view+json', None)  # no widget JS on a static site
+                if alt and 'image/png' in data:
+                    data.update(img_with_alt(data, o.get('metadata', {}), alt[min(n_img, len(alt) - 1)]))
+                    n_img += 1
                 for mime in ('text/html', 'text/plain', 'text/markdown'):
                     if mime in data: data[mime] = scrub_paths(_text(data[mime]))
                 if 'text/markdown' in data:
@@ -303,6 +364,16 @@ def tidy_nb(nbj:dict, fix_links, description:str|None=None, module:str|None=None
     return nbj
 
 
+def shown_warnings(nbj:dict) -> list[str]:
+    "The Python warnings a notebook's outputs show (`cell 8: UserWarning: ...`): library noise a reader should not see."
+    out = []
+    for i, c in enumerate(nbj['cells']):
+        for o in c.get('outputs', []):
+            if o.get('output_type') == 'stream':
+                out += [f'cell {i}: {m.group(1)}: {m.group(2)[:120]}' for m in _WARNING.finditer(_text(o['text']))]
+    return out
+
+
 def tidy(nbs:list[Path], base:str):
     "Quarto's part, for mkdocs: front matter, hidden inputs, and nbdev's links into its Quarto site made local."
     pat = re.compile(re.escape(base.rstrip('/')) + r'/([\w.-]+)\.html(#[\w.-]*)?')
@@ -319,6 +390,7 @@ def tidy(nbs:list[Path], base:str):
         executed = json.loads((BUILD/'exec'/nb.name).read_text())
         nbj = tidy_nb(loaded[nb.stem], lambda s: pat.sub(fix, s), summary(executed), _module(executed))
         (PROC/nb.name).write_text(json.dumps(nbj, indent=1))
+        for w in shown_warnings(nbj): print(f'docs: WARNING: {nb.name} shows a Python warning, {w}', file=sys.stderr)
 
 
 # The sidebar: (title, [(lo, hi), ...]): a notebook numbered lo <= n < hi goes in that section, in file-name order.

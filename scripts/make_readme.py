@@ -2,7 +2,7 @@
 
 Cells whose first line is `#| hide` are left out and nbdev's `#|` directive lines are dropped.
 `--check` fails if README.md is not what index.ipynb gives."""
-import sys
+import re, sys
 from pathlib import Path
 import nbformat
 from nbconvert import MarkdownExporter
@@ -19,6 +19,8 @@ def readme() -> str:
         if c.source: cells.append(c)
     nb.cells = cells
     body, _ = MarkdownExporter(exclude_output_prompt=True).from_notebook_node(nb)
+    # a link to a page of the site (`90_glossary/#logits`) points at its notebook on the repository's page
+    body = re.sub(r'\]\((\d+_[\w.-]+)/(#[\w.-]*)?\)', r'](nbs/\1.ipynb)', body)
     return body.strip() + '\n'
 
 if __name__ == '__main__':

@@ -89,6 +89,64 @@ def test_signatures_and_paths_as_a_reader_expects():
             "Path('../shared'), ../shared/data/x.json, row 3"
 
 
+def test_no_build_noise_and_warnings_found():
+    "The build's `[INFO] Running in WANDB offline mode` print is dropped; a warning a page shows is found."
+    warn = ('/x/.venv/lib/python3.11/site-packages/transformers/training_args.py:1541: FutureWarning: '
+            '`gradient_checkpointing` is deprecated\n  warnings.warn(f"...", FutureWarning)\n')
+    nb = {'cells': [
+        {'cell_type': 'code', 'metadata': {}, 'source': 'import trl', 'outputs': [
+            {'output_type': 'stream', 'name': 'stdout', 'text': '[INFO] Running in WANDB offline mode\n'}]},
+        {'cell_type': 'code', 'metadata': {}, 'source': 'x = 1', 'outputs': [
+            {'output_type': 'stream', 'name': 'stderr', 'text': warn}]}]}
+    out = docs.tidy_nb(nb, lambda s: s)['cells']
+    assert out[0]['outputs'] == []
+    assert docs.shown_warnings({'cells': out}) == ['cell 1: FutureWarning: `gradient_checkpointing` is deprecated']
+    assert docs.shown_warnings({'cells': out[:1]}) == []
+
+
+def test_plots_get_their_alt_text():
+    "A plotting cell's `#| fig-alt:` becomes its image's alt text (size kept); a cell without it is left alone."
+    png = {'output_type': 'display_data', 'metadata': {'image/png': {'width': 689, 'height': 289}},
+           'data': {'image/png': 'iVBORw0KGgo=\n', 'text/plain': '<Figure size 700x300 with 1 Axes>'}}
+    nb = {'cells': [
+        {'cell_type': 'code', 'metadata': {}, 'outputs': [json.loads(json.dumps(png))],
+         'source': '#| fig-alt: "Histogram: most examples < 300 tokens, a few > 800 & <1000"\nlength_histogram(x)'},
+        {'cell_type': 'code', 'metadata': {}, 'outputs': [json.loads(json.dumps(png))], 'source': 'plot(x)'}]}
+    out = docs.tidy_nb(nb, lambda s: s)['cells']
+    assert out[0]['source'] == 'length_histogram(x)'
+    assert out[0]['outputs'][0]['data'] == {'text/html': '<img src="data:image/png;base64,iVBORw0KGgo=" alt="Histogram: '
+                                            'most examples &lt; 300 tokens, a few &gt; 800 &amp; &lt;1000" '
+                                            'width="689" height="289">'}
+    assert out[1]['outputs'][0]['data'] == png['data']
+    assert docs.fig_alt(['#| echo: false', '#| fig-alt: plain words']) == ['plain words']
+    two = {'cell_type': 'code', 'metadata': {}, 'outputs': [json.loads(json.dumps(png)) for _ in range(2)],
+           'source': '#| fig-alt: ["the schedule", "the loss"]\ndisplay(a, b)'}
+    alts = [re.search(r'alt="([^"]*)"', o['data']['text/html']).group(1)
+            for o in docs.tidy_nb({'cells': [two]}, lambda s: s)['cells'][0]['outputs']]
+    assert alts == ['the schedule', 'the loss']
+    assert docs.fig_alt(['#| echo: false']) is None
+
+
+def test_code_fold():
+    "`#| code-fold: true` folds a cell's code under its `code-summary` (output shown); nbdev's `show` does not."
+    nb = {'cells': [
+        {'cell_type': 'code', 'metadata': {}, 'outputs': [{'output_type': 'stream', 'name': 'stdout', 'text': '7\n'}],
+         'source': '#| code-fold: true\n#| code-summary: "How it is measured"\ndef f(x):\n    return x < 2\nprint(7)'},
+        {'cell_type': 'code', 'metadata': {}, 'outputs': [],
+         'source': '#| code-fold: show\n#| code-summary: "Exported source"\ndef g(): pass'}]}
+    out = docs.tidy_nb(nb, lambda s: s)['cells']
+    assert [c['cell_type'] for c in out] == ['markdown', 'code', 'code']
+    assert out[0]['source'] == ('<details class="code-fold"><summary>How it is measured</summary>\n\n```python\n'
+                                'def f(x):\n    return x < 2\nprint(7)\n```\n\n</details>')
+    assert out[1]['metadata']['tags'] == ['hide-input'] and out[1]['outputs'][0]['text'] == '7\n'
+    assert 'tags' not in out[2]['metadata'] and out[2]['source'] == 'def g(): pass'
+    assert docs.code_fold(['#| code-fold: true']) == 'Code'
+    assert docs.code_fold(['#| code-fold: show', '#| code-fold: true']) == 'Code'  # nbdev's line, then ours
+    from nbconvert.filters.markdown_mistune import markdown2html_mistune
+    html = markdown2html_mistune(out[0]['source'])  # as mkdocs-jupyter renders a markdown cell
+    assert html.index('<summary>') < html.index('<pre>') < html.index('</details>') and '&lt;' in html
+
+
 def test_nav_sections():
     """The sidebar groups the pages: Part 1: the dataset (00-09), Part 2: fine-tuning (10-19), Reference (20-49 and
     the 90s, the glossary), Appendix: engineering (50-89), each in file-name order; every notebook is in it once."""
@@ -214,9 +272,15 @@ def test_no_build_machine_paths_or_python_internals(site):
     bad = {}
     for f in sorted(SITE.rglob('*.html')):
         text = f.read_text(errors='replace')
-        hits = [w for w in (str(ROOT), 'NoneType=None', 'VAR_POSITIONAL') if w in text]
+        hits = [w for w in (str(ROOT), 'site-packages', 'NoneType=None', 'VAR_POSITIONAL') if w in text]
         if hits: bad[str(f.relative_to(SITE))] = hits
     assert not bad, bad
+
+
+def test_no_python_warnings_shown(site):
+    "No page shows a library's warning (a FutureWarning box with the build's venv path): each is fixed at its cause."
+    bad = {nb.name: docs.shown_warnings(json.loads((ROOT/'_proc'/nb.name).read_text())) for nb in NOTEBOOKS}
+    assert not any(bad.values()), {k: v for k, v in bad.items() if v}
 
 
 def test_every_notebook_has_a_page(pages):
@@ -353,4 +417,14 @@ def test_each_lesson_has_its_sections(pages):
         missing = [s for s in ('what you will learn', 'exercises') if s not in h2]
         if not missing and h2.index('what you will learn') > h2.index('exercises'): missing = ['in that order']
         if missing: bad[nb.stem] = missing
+    assert not bad, bad
+
+
+def test_lesson_plots_have_alt_text(site):
+    "Every plot on a lesson page has alt text: its cell says what it shows in a `#| fig-alt:` line."
+    bad = {}
+    for nb in LESSONS:
+        cells = json.loads((ROOT/'_proc'/nb.name).read_text())['cells']
+        n = sum('image/png' in o.get('data', {}) for c in cells for o in c.get('outputs', []))
+        if n: bad[nb.stem] = f'{n} plot(s) without #| fig-alt'
     assert not bad, bad
