@@ -368,7 +368,7 @@ def sft_lora(data, tmp_path, use_cache:bool=True):
     model.config.use_cache = use_cache
     seen = watch_packs(model)
     cfg = SFTConfig(output_dir=str(tmp_path), padding_free=True, max_length=None, bf16=False,
-                    gradient_checkpointing=False,
+                    activation_checkpointing=False,
                     dataset_kwargs={'skip_prepare_dataset': True}, **args)
     lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, task_type='CAUSAL_LM',
                       target_modules=list(LORA_TARGETS))
