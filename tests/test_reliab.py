@@ -386,6 +386,7 @@ def test_signals_are_held_back_in_a_critical_section():
     code = textwrap.dedent('''
         import signal
         from alpaca_ft.train import signals_deferred
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job starts with SIGINT ignored
         done = []
         try:
             with signals_deferred():
