@@ -16,11 +16,11 @@ from .data import (SAMPLE_DATA, DataError, atomic_dir, check_replaceable, iter_r
 from .prompts import (check_template, check_train_turns, render, row_messages, template_name,
                                warn_trailing_space)
 from .tokenization import TINY_TOKENIZER, load_tokenizer, tokenize_chats, tokenize_examples
-from .split import leaked, prompt_key, row_key, split_groups, write_jsonl
+from .split import prompt_key, row_key, split_groups
 from .packing import PACKERS, drop_unlabelled, limit_length, pack, pack_stats
-from .streaming import (RowTable, _first_seen, datasets_progress_bars, gc_paused,
-                                 no_labels_error, pack_table, rows_to_disk, split_digests,
-                                 token_batches, tokenize_to_disk, token_lengths, write_rows_jsonl)
+from .streaming import (_first_seen, datasets_progress_bars, gc_paused, no_labels_error,
+                                 pack_table, rows_to_disk, split_digests, token_batches,
+                                 tokenize_to_disk, token_lengths, write_rows_jsonl)
 from .viz import html_tokens, length_histogram, packing_plot
 from .tracking import (TABLE_ROWS, WANDB_MODES, artifact_name, artifact_record, check_wandb,
                                 init_run, kept_environ, log_dir_artifact, log_tables)
