@@ -19,7 +19,7 @@ from .tokenization import TINY_TOKENIZER, load_tokenizer, tokenize_chats, tokeni
 from .split import prompt_key, row_key, split_groups
 from .packing import PACKERS, drop_unlabelled, limit_length, pack, pack_stats
 from .streaming import (_first_seen, datasets_progress_bars, gc_paused, no_labels_error,
-                                 pack_table, rows_to_disk, split_digests, token_batches,
+                                 pack_table, pages_released, rows_to_disk, split_digests, token_batches,
                                  tokenize_to_disk, token_lengths, write_rows_jsonl)
 from .viz import html_tokens, length_histogram, packing_plot
 from .tracking import (TABLE_ROWS, WANDB_MODES, artifact_name, artifact_record, check_wandb,
@@ -518,7 +518,8 @@ def prepare_dataset(
                 'seed': seed, 'dedup': dedup,
                 'weights': weights}
     sources, skipped = [_name(s) for s in data] if data else [SAMPLE_NAME], _Skipped()
-    with tempfile.TemporaryDirectory(prefix='alpaca_ft-prepare-') as work:  # rows and token ids on disk
+    # rows and token ids on disk, their mapped pages given back as they are read
+    with tempfile.TemporaryDirectory(prefix='alpaca_ft-prepare-') as work, pages_released():
         checked = (_checked(source, skipped, template) for source in data or [SAMPLE_DATA])
         rows, origin, row_keys, prompt_keys = rows_to_disk(checked, work)
         n_read = len(rows) + skipped.count

@@ -4,7 +4,7 @@
 
 # %% ../nbs/53_streaming.ipynb #94b9ee62
 from __future__ import annotations
-import contextlib, gc, hashlib, json, os, random, tempfile
+import contextlib, gc, hashlib, json, mmap, os, random, tempfile, threading, weakref
 from contextlib import contextmanager
 from itertools import chain
 from pathlib import Path
@@ -21,9 +21,9 @@ from .tokenization import tokenize_chats, tokenize_examples
 from .packing import bfd_groups, drop_unlabelled, limit_length
 
 # %% auto #0
-__all__ = ['ROWS', 'TOKENS', 'PACK_COLUMNS', 'PACKS', 'gc_paused', 'datasets_progress_bars', 'token_batches', 'no_labels_error',
-           'RowTable', 'rows_to_disk', 'write_rows_jsonl', 'split_digests', 'tokenize_to_disk', 'token_lengths',
-           'pack_table']
+__all__ = ['ROWS', 'TOKENS', 'PACK_COLUMNS', 'PACKS', 'gc_paused', 'mapped_table', 'pages_released', 'datasets_progress_bars',
+           'token_batches', 'no_labels_error', 'RowTable', 'rows_to_disk', 'write_rows_jsonl', 'split_digests',
+           'tokenize_to_disk', 'token_lengths', 'pack_table']
 
 # %% ../nbs/53_streaming.ipynb #2389f2de
 @contextmanager
@@ -52,6 +52,34 @@ def _tokenize_parallel(path:Path, tokenize, num_proc:int, batch_size:int) -> dat
     finally: _restore_env('TOKENIZERS_PARALLELISM', before)  # map leaves `false` in the C environment
     return ds
 
+
+_MAPS = {}  # id of a table from `mapped_table` -> its memory map, while the table lives
+
+def mapped_table(path) -> pa.Table:
+    "The Arrow stream file `path` as a table whose columns are views into a memory map of the file (no copy)."
+    with open(path, 'rb') as f: mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    table = pa.ipc.open_stream(pa.py_buffer(mm)).read_all()
+    _MAPS[id(table)] = mm
+    weakref.finalize(table, _MAPS.pop, id(table), None)
+    return table
+
+@contextmanager
+def pages_released(period:float=0.25):
+    ("Every `period` seconds in the block, take the pages of the files mapped by `mapped_table` out of "
+     "this process's resident memory (`MADV_DONTNEED`): they stay in the page cache, a read maps them again.")
+    stop = threading.Event()
+    def release():
+        while not stop.wait(period):
+            try: maps = tuple(_MAPS.values())
+            except RuntimeError: continue  # the dict changed meanwhile: next time
+            for mm in maps:
+                with contextlib.suppress(ValueError, OSError): mm.madvise(mmap.MADV_DONTNEED)
+    thread = threading.Thread(target=release, name='alpaca_ft-pages', daemon=True)
+    thread.start()
+    try: yield
+    finally:
+        stop.set()
+        thread.join()
 
 @contextmanager
 def datasets_progress_bars(show:bool):
@@ -166,8 +194,7 @@ def rows_to_disk(sources, folder, batch_size:int=1000) -> tuple[RowTable, np.nda
             origin.append(np.full(n, i, np.int32))
         if batch: writer.write_batch(pa.record_batch([pa.array(batch, pa.large_string())], schema=ROWS))
     keys = lambda b: np.frombuffer(bytes(b), np.uint64).reshape(-1, 2)
-    table = MemoryMappedTable.from_file(str(path)).table
-    return RowTable(table), np.concatenate(origin), keys(row_keys), keys(prompt_keys)
+    return RowTable(mapped_table(path)), np.concatenate(origin), keys(row_keys), keys(prompt_keys)
 
 def write_rows_jsonl(rows, path) -> Path:
     "Write `rows` (a `RowTable` or a list of dicts) to `path` as JSONL, a batch at a time."
@@ -252,7 +279,7 @@ def tokenize_to_disk(splits:dict, tokenizer, folder, template='alpaca', train_on
                 unlabelled[name] += n_unlabelled
                 writers[name].write_batch(_token_batch(part))
             done += n
-    tables = {name: MemoryMappedTable.from_file(str(p)).table for name, p in paths.items()}
+    tables = {name: mapped_table(p) for name, p in paths.items()}
     for name, table in tables.items():
         if not table.num_rows: raise no_labels_error(name, unlabelled[name], max_seq_len, overlong)
     return tables, counts
@@ -353,5 +380,5 @@ def pack_table(table:pa.Table, max_seq_len:int, strategy:str='bfd', folder=None,
             groups = (bfd_groups(lengths.tolist(), max_seq_len, progress) if strategy == 'bfd'
                       else [[i] for i in range(len(lengths))])
             _write_groups(writer, table, lengths, groups, per_batch)
-    packs = MemoryMappedTable.from_file(str(path))
-    return datasets.Dataset(packs, fingerprint=_fingerprint(packs.table))
+    packs = mapped_table(path)
+    return datasets.Dataset(MemoryMappedTable(packs, str(path)), fingerprint=_fingerprint(packs))
