@@ -148,3 +148,33 @@ def test_wandb_tables_are_capped_and_the_summary_says_how_many_of_how_many(tmp_p
     assert logged == {'raw_dataset': 7, 'train_dataset': 7, 'eval_dataset': 7}
     assert (f"raw_dataset 7 of {m['rows']['read']} rows" in caplog.text
             and f'eval_dataset 7 of {n_eval} rows' in caplog.text), caplog.text
+
+
+def _mapped_rss_kb(path: Path) -> int:
+    "Resident kB of this process's memory maps of `path` (from /proc/self/smaps)."
+    total, inside = 0, False
+    for line in Path('/proc/self/smaps').read_text().splitlines():
+        if line[:1].isdigit() or line[:1] in 'abcdef' and '-' in line.split()[0]:
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith('Rss:'): total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not Path('/proc/self/smaps').exists(), reason='needs Linux /proc/self/smaps')
+def test_pages_of_mapped_files_leave_resident_memory_and_the_data_stays(tmp_path):
+    import time
+    import pyarrow as pa, pyarrow.compute as pc
+    from alpaca_ft.streaming import mapped_table, pages_released
+    path = tmp_path/'ids.arrow'
+    values = pa.array(np.arange(8_000_000, dtype=np.int32))
+    with pa.ipc.new_stream(str(path), pa.schema([('x', pa.int32())])) as w:
+        for i in range(0, len(values), 1_000_000):
+            w.write_batch(pa.record_batch([values[i:i + 1_000_000]], ['x']))
+    table = mapped_table(path)
+    want = pc.sum(table.column('x')).as_py()  # reads every page: 32 MB resident
+    assert _mapped_rss_kb(path) > 16_000
+    with pages_released(period=0.01):
+        time.sleep(0.3)
+        assert _mapped_rss_kb(path) < 4_000
+        assert pc.sum(table.column('x')).as_py() == want  # read back from the file
+    assert table.num_rows == 8_000_000
