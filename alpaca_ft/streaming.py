@@ -67,6 +67,9 @@ def mapped_table(path) -> pa.Table:
 def pages_released(period:float=0.25):
     ("Every `period` seconds in the block, take the pages of the files mapped by `mapped_table` out of "
      "this process's resident memory (`MADV_DONTNEED`): they stay in the page cache, a read maps them again.")
+    if not hasattr(mmap, 'MADV_DONTNEED'):  # Windows: no madvise, the pages stay
+        yield
+        return
     stop = threading.Event()
     def release():
         while not stop.wait(period):
