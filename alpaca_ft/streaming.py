@@ -53,15 +53,13 @@ def _tokenize_parallel(path:Path, tokenize, num_proc:int, batch_size:int) -> dat
     return ds
 
 
-_MAPS = {}  # id of a table from `mapped_table` -> its memory map, while the table lives
+_MAPS = weakref.WeakSet()  # the memory maps of `mapped_table`, while some table or slice still reads one
 
 def mapped_table(path) -> pa.Table:
     "The Arrow stream file `path` as a table whose columns are views into a memory map of the file (no copy)."
     with open(path, 'rb') as f: mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    table = pa.ipc.open_stream(pa.py_buffer(mm)).read_all()
-    _MAPS[id(table)] = mm
-    weakref.finalize(table, _MAPS.pop, id(table), None)
-    return table
+    _MAPS.add(mm)  # the buffers below hold it, whatever tables datasets makes from them
+    return pa.ipc.open_stream(pa.py_buffer(mm)).read_all()
 
 @contextmanager
 def pages_released(period:float=0.25):
@@ -73,7 +71,7 @@ def pages_released(period:float=0.25):
     stop = threading.Event()
     def release():
         while not stop.wait(period):
-            try: maps = tuple(_MAPS.values())
+            try: maps = tuple(_MAPS)
             except RuntimeError: continue  # the dict changed meanwhile: next time
             for mm in maps:
                 with contextlib.suppress(ValueError, OSError): mm.madvise(mmap.MADV_DONTNEED)
