@@ -10,7 +10,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['ASSETS', 'SAMPLE_DATA', 'READERS', 'shared_dir', 'shared_path', 'DataError', 'EmptyField', 'validate_row',
-           'load_rows']
+           'iter_rows', 'load_rows']
 
 # %% ../nbs/00_data.ipynb #464a3b5e
 # Writing files safely and downloading are engineering, kept in the appendix (50_files);
@@ -162,6 +162,7 @@ def _loads(text:str, path, line=None):
           line=line if line is not None else _too_deep_line(text))
 
 def _read_json(path):
+    "The records of a JSON array, read whole (a JSON array has no line to stop at; JSONL streams)."
     text = _read_text(path)
     try: data = _loads(text, path)
     except json.JSONDecodeError as e: _fail(path, f'invalid JSON: {e.msg}', line=e.lineno)
@@ -171,46 +172,69 @@ def _read_json(path):
     if not isinstance(data, list): _fail(path, 'expected a JSON array of rows')
     return [(r, {'row_idx': i}) for i, r in enumerate(data)]
 
+def _lines(path:Path, newline:str):
+    "The lines of text file `path` as a stream; odd files (UTF-16, binary, blank) go through `_read_text`."
+    with open(path, 'rb') as f: head = f.read(8192)
+    odd = b'\x00' in head or not head.strip() or any(head.startswith(b) for b, e in _BOMS if e != 'utf-8-sig')
+    if odd:  # read whole: its checks name the problem (or it is UTF-16/32 text, rare and small)
+        yield from io.StringIO(_read_text(path), newline=newline)
+        return
+    seen = False
+    try:
+        with open(path, encoding='utf-8-sig', newline=newline) as f:
+            for line in f:
+                seen = seen or bool(line.strip())
+                yield line
+    except UnicodeDecodeError:
+        _read_text(path)  # raises, naming the line and byte
+        raise
+    if not seen: _fail(path, 'the file is empty')
+
 def _read_jsonl(path):
-    records = []
-    # split on '\n' only: str.splitlines also cuts at U+2028, U+0085 and others, which JSON strings may hold
-    for i, line in enumerate(_read_text(path).split('\n'), 1):
+    "The records of a JSONL file, one line at a time."
+    # lines end at '\n' only: str.splitlines also cuts at U+2028, U+0085 and more, which JSON strings hold
+    for i, line in enumerate(_lines(path, '\n'), 1):
         if not line.strip(): continue
-        try: records.append((_loads(line, path, line=i), {'line': i}))
+        try: record = _loads(line, path, line=i)
         except json.JSONDecodeError as e: _fail(path, f'not a JSON object: {e.msg}', line=i)
-    return records
+        yield record, {'line': i}
 
 _CSV_LIMIT = threading.Lock()  # csv's field size limit is one setting for the whole process
 
 def _read_csv(path):
-    text = _read_text(path)
-    with _CSV_LIMIT:  # a cell can be as long as the file: raise the limit while reading, then put it back
-        old = csv.field_size_limit(max(csv.field_size_limit(), len(text)))
-        try: return _csv_records(path, text)
-        finally: csv.field_size_limit(old)
-
-def _csv_records(path, text:str):
+    "The records of a CSV file, one row at a time."
+    size = Path(path).stat().st_size  # a cell can be as long as the file
     # strict: a quote left open at the end of the file (a file cut short) or text after a closing quote is an
     # error, not a cell that silently swallows the rest of the file
-    reader = csv.DictReader(io.StringIO(text, newline=''), strict=True)
-    records, last = [], 0
-    try:
-        if reader.fieldnames is not None: last = reader.line_num  # the header's last line
-        for row in reader:
-            if None in row:  # DictReader's place for cells beyond the header
-                n_columns = len(reader.fieldnames)
-                _fail(path, f'{len(row[None])} more cell(s) than the header has columns ({n_columns})',
-                      line=reader.line_num)
-            records.append((row, {'line': reader.line_num}))
-            last = reader.line_num
-    except csv.Error as e: _fail(path, f'not valid CSV: {e}', line=last + 1)  # where the bad row starts
-    return records
+    reader = csv.DictReader(_lines(path, ''), strict=True)
+    last = 0
+    while True:
+        with _CSV_LIMIT:  # raise the limit while reading a row, then put it back
+            old = csv.field_size_limit(max(csv.field_size_limit(), size))
+            try:
+                if not last and reader.fieldnames is not None: last = reader.line_num  # the header's end
+                row = next(reader, None)
+            except csv.Error as e: _fail(path, f'not valid CSV: {e}', line=last + 1)  # the bad row's start
+            finally: csv.field_size_limit(old)
+        if row is None: return
+        if None in row:  # DictReader's place for cells beyond the header
+            n_columns = len(reader.fieldnames)
+            _fail(path, f'{len(row[None])} more cell(s) than the header has columns ({n_columns})',
+                  line=reader.line_num)
+        last = reader.line_num
+        yield row, {'line': last}
 
-def _read_parquet(path):
+def _read_parquet(path, batch_size:int=1000):
+    "The records of a Parquet file, a batch of rows at a time (nulls are None, as in JSON)."
     import pyarrow.parquet as pq
-    try: table = pq.read_table(path)
+    try:
+        batches, i = pq.ParquetFile(path).iter_batches(batch_size=batch_size), 0
+        while (batch := next(batches, None)) is not None:
+            for r in batch.to_pylist():
+                yield r, {'row_idx': i}
+                i += 1
+    except DataError: raise
     except Exception as e: _fail(path, f'cannot read Parquet: {e}')
-    return [(r, {'row_idx': i}) for i, r in enumerate(table.to_pylist())]  # nulls are None, as in JSON
 
 READERS = {'.json': _read_json, '.jsonl': _read_jsonl, '.csv': _read_csv, '.parquet': _read_parquet}
 
@@ -222,12 +246,17 @@ def _read_url(url:str):
         _fail(url, f'unknown extension {suffix!r}; expected one of {sorted(READERS)}')
     with tempfile.TemporaryDirectory() as d:
         path = download(url, Path(d)/f'data{suffix}')
-        try: return READERS[suffix](path)
+        try: yield from READERS[suffix](path)
         except DataError as e:  # name the URL, not the temp file
             raise type(e)(str(e).replace(str(path), url, 1)) from None
 
+def _hub_records(name:str):
+    import datasets
+    ds = datasets.load_dataset(name, split='train')
+    for i, r in enumerate(ds): yield dict(r), {'row_idx': i}
+
 def _records(source):
-    "Raw records of `source`, each with where it was found."
+    "Raw records of `source`, each with where it was found: read as they are asked for."
     if not isinstance(source, (str, os.PathLike)):  # rows in memory
         if hasattr(source, 'columns') and hasattr(source, 'to_dict'):  # a DataFrame
             source = source.astype(object).where(source.notna(), None)  # NaN: none
@@ -238,7 +267,7 @@ def _records(source):
             raise TypeError('data must be a file, URL or hub id, or rows: a list of '
                             'dicts, a pandas DataFrame or a datasets.Dataset; '
                             f'got a {type(source).__name__}')
-        return [(r, {'row_idx': i}) for i, r in enumerate(source)]
+        return ((r, {'row_idx': i}) for i, r in enumerate(source))
     source = str(source)
     if source.startswith(('http://', 'https://')): return _read_url(source)
     path = Path(source)
@@ -250,19 +279,22 @@ def _records(source):
                         f'expected one of {sorted(READERS)}')
         return READERS[suffix](path)
     hub_id = source.count('/') == 1 and not source.startswith(('.', '/'))
-    if hub_id and not path.suffix:  # owner/name: a Hugging Face dataset
-        import datasets
-        ds = datasets.load_dataset(source, split='train')
-        return [(dict(r), {'row_idx': i}) for i, r in enumerate(ds)]
+    if hub_id and not path.suffix: return _hub_records(source)  # owner/name: a Hugging Face dataset
     _fail(source, 'no such file')
 
-def load_rows(source, invalid:list|None=None) -> list[dict]:
-    "Read and check the rows of `source`; blank rows go to `invalid` (a list)."
-    rows, name = [], source if isinstance(source, (str, os.PathLike)) else 'data'
+def iter_rows(source, invalid:list|None=None):
+    "The checked rows of `source`, one at a time as they are read; blank rows go to `invalid` (a list)."
+    n, name = 0, source if isinstance(source, (str, os.PathLike)) else 'data'
     for record, where in _records(source):
-        try: rows.append(validate_row(record, name, **where))
+        try: row = validate_row(record, name, **where)
         except EmptyField as e:
             if invalid is None: raise
             invalid.append(str(e))
-    if not rows: _fail(name, 'no rows found')
-    return rows
+            continue
+        n += 1
+        yield row
+    if not n: _fail(name, 'no rows found')
+
+def load_rows(source, invalid:list|None=None) -> list[dict]:
+    "Read and check the rows of `source`; blank rows go to `invalid` (a list)."
+    return list(iter_rows(source, invalid))

@@ -7,28 +7,30 @@ from __future__ import annotations
 import hashlib, json, logging, math, os, random, tempfile
 from pathlib import Path
 import datasets
+import numpy as np
 import matplotlib.pyplot as plt
 import pandas as pd
 from tqdm.auto import tqdm
-from .data import (SAMPLE_DATA, DataError, atomic_dir, check_replaceable, load_rows, normal_path,
-                            write_atomic)
+from .data import (SAMPLE_DATA, DataError, atomic_dir, check_replaceable, iter_rows,
+                            load_rows, normal_path, write_atomic)
 from .prompts import (check_template, check_train_turns, render, row_messages, template_name,
                                warn_trailing_space)
 from .tokenization import TINY_TOKENIZER, load_tokenizer, tokenize_chats, tokenize_examples
-from .split import leaked, prompt_key, row_key, split_groups, write_jsonl
+from .split import prompt_key, row_key, split_groups
 from .packing import PACKERS, drop_unlabelled, limit_length, pack, pack_stats
-from .streaming import (datasets_progress_bars, gc_paused, no_labels_error, pack_table,
-                                 token_batches, tokenize_to_disk, token_lengths)
+from .streaming import (_first_seen, datasets_progress_bars, gc_paused, no_labels_error,
+                                 pack_table, pages_released, rows_to_disk, split_digests, token_batches,
+                                 tokenize_to_disk, token_lengths, write_rows_jsonl)
 from .viz import html_tokens, length_histogram, packing_plot
-from .tracking import (WANDB_MODES, artifact_name, artifact_record, check_wandb, init_run,
-                                kept_environ, log_dir_artifact, log_tables)
+from .tracking import (TABLE_ROWS, WANDB_MODES, artifact_name, artifact_record, check_wandb,
+                                init_run, kept_environ, log_dir_artifact, log_tables)
 
 # %% auto #0
 __all__ = ['TEMPLATES', 'OVERLONG', 'logger', 'SAMPLE_NAME', 'FEATURES', 'TOKENIZER_DIR', 'MANIFEST_KEYS', 'prepare',
            'check_weights', 'check_options', 'load_sources', 'load_each', 'load_data_tokenizer',
-           'tokenizer_fingerprint', 'log_raw', 'split_rows', 'mix_counts', 'mix_rows', 'select_rows', 'tokenize_rows',
-           'tokenize_splits', 'pack_splits', 'fingerprint', 'source_shares', 'make_manifest', 'write_output',
-           'read_manifest', 'verify_fingerprint', 'log_packed', 'prepare_dataset']
+           'tokenizer_fingerprint', 'log_raw', 'split_rows', 'mix_counts', 'mix_rows', 'select_index', 'select_rows',
+           'tokenize_rows', 'tokenize_splits', 'pack_splits', 'fingerprint', 'source_shares', 'make_manifest',
+           'write_output', 'read_manifest', 'verify_fingerprint', 'log_packed', 'prepare_dataset']
 
 # %% ../nbs/08_prepare.ipynb #11f46b2d
 TEMPLATES = ('alpaca', 'chat')  # the built-in ones; a format string or a function of the row works too
@@ -176,15 +178,15 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256(json.dumps([vocab, special], ensure_ascii=False).encode('utf-8')).hexdigest()
 
 # %% ../nbs/08_prepare.ipynb #a6137604
-def log_raw(run, rows:list[dict], data, out):
-    "Log the raw `rows` as a W&B Table, and the source files of `data` as the dataset artifact `{out}_raw`."
+def log_raw(run, rows, data, out):
+    "Log the first `rows` as a W&B Table, and the source files of `data` as the dataset artifact `{out}_raw`."
     if run is None: return None
-    log_tables(run, {'raw_dataset': pd.DataFrame(rows)})
+    log_tables(run, {'raw_dataset': pd.DataFrame(rows[:TABLE_ROWS])})
     sources = [Path(s) if isinstance(s, (str, os.PathLike)) else s for s in data or [SAMPLE_DATA]]
     files = [s for s in sources if isinstance(s, Path) and s.is_file()]
     with tempfile.TemporaryDirectory() as tmp:  # W&B copies the files when they are added
         if len(files) < len(sources):  # URLs and hub ids have no file here: the rows as read
-            files.append(write_jsonl(rows, Path(tmp)/'rows.jsonl'))
+            files.append(write_rows_jsonl(rows, Path(tmp)/'rows.jsonl'))
         return log_dir_artifact(run, files, artifact_name(f'{Path(out).resolve().name}_raw'),
                                 metadata={'rows': len(rows), 'sources': [_name(s) for s in sources]},
                                 description='Alpaca-style rows as read, before any processing')
@@ -214,40 +216,48 @@ def mix_rows(groups:list[list[int]], weights, seed:int=42) -> list[int]:
     rng.shuffle(mixed)
     return mixed
 
+def select_index(origin, row_keys, prompt_keys, n_sources:int, eval_size=None, seed:int=42, dedup:bool=True,
+                 weights=None) -> tuple[dict, dict, dict, list[dict]]:
+    ("`select_rows` on arrays: each row's source and its `row_key`/`prompt_key` digests in; the train and "
+     "eval row numbers (numpy), their sources, counts and per-source figures out.")
+    origin = np.asarray(origin)
+    dup = _first_seen(row_keys)
+    first = np.full(int(dup.max()) + 1 if len(dup) else 0, len(dup))
+    np.minimum.at(first, dup, np.arange(len(dup)))
+    repeat = first[dup] != np.arange(len(dup))  # a copy of an earlier row
+    keep = np.flatnonzero(~repeat) if dedup else np.arange(len(dup))
+    kept_origin, keys = origin[keep], prompt_keys[keep]
+    train, evl = split_digests(keys, eval_size, seed)
+    distinct_train = np.bincount(kept_origin[train], minlength=n_sources)
+    if weights is not None:
+        groups = [train[kept_origin[train] == i].tolist() for i in range(n_sources)]
+        train = np.asarray(mix_rows(groups, weights, seed), np.int64)
+    group = _first_seen(keys)
+    in_train = np.zeros(int(group.max()) + 1 if len(group) else 0, bool)
+    in_train[group[train]] = True
+    counts = {'duplicates': int(repeat.sum()), 'repeated_prompts': len(keys) - len(in_train),
+              'eval_prompts_in_train': int(in_train[group[evl]].sum())}
+    tally = lambda idx: np.bincount(idx, minlength=n_sources).tolist()
+    per = [{'read': r, 'duplicates': d, 'kept': k, 'train_rows': t, 'eval_rows': e}
+           for r, d, k, t, e in zip(tally(origin), tally(origin[repeat]), tally(kept_origin),
+                                    tally(kept_origin[train]), tally(kept_origin[evl]))]
+    for i, s in enumerate(per):
+        s['upsampled'] = max(0, s['train_rows'] - int(distinct_train[i]))  # drawn again, with replacement
+        if weights is not None: s['weight'] = weights[i]
+    counts['upsampled'] = sum(s['upsampled'] for s in per)
+    index = {'train': keep[train], 'eval': keep[evl]}
+    return index, {name: origin[i] for name, i in index.items()}, counts, per
+
 def select_rows(per_source:list[list[dict]], eval_size=None, seed:int=42, dedup:bool=True,
                 weights=None) -> tuple[dict, dict, dict, list[dict]]:
     "Drop exact duplicates, split by prompt, mix train by `weights`: splits, sources, counts, per source."
     rows = [row for got in per_source for row in got]
     origin = [i for i, got in enumerate(per_source) for _ in got]
-    seen, repeat = set(), []
-    for row in rows:
-        key = row_key(row)
-        repeat.append(key in seen)
-        seen.add(key)
-    keep = [j for j, r in enumerate(repeat) if not (dedup and r)]
-    rows, origin, kept_repeat = [rows[j] for j in keep], [origin[j] for j in keep], [repeat[j] for j in keep]
-    keys = [prompt_key(row) for row in rows]
-    train, evl = split_groups(keys, eval_size, seed)
-    distinct_train = [0] * len(per_source)
-    for j in train: distinct_train[origin[j]] += 1
-    if weights is not None:
-        groups = [[] for _ in per_source]
-        for j in train: groups[origin[j]].append(j)
-        train = mix_rows(groups, weights, seed)
-    counts = {'duplicates': sum(repeat), 'repeated_prompts': len(keys) - len(set(keys)),
-              'eval_prompts_in_train': leaked([keys[j] for j in train], [keys[j] for j in evl])}
-    per = [{'read': len(got), 'duplicates': 0, 'kept': 0, 'train_rows': 0, 'eval_rows': 0}
-           for got in per_source]
-    for i, r in zip([i for i, got in enumerate(per_source) for _ in got], repeat): per[i]['duplicates'] += r
-    for i in origin: per[i]['kept'] += 1
-    for j in train: per[origin[j]]['train_rows'] += 1
-    for j in evl: per[origin[j]]['eval_rows'] += 1
-    for i, s in enumerate(per):
-        s['upsampled'] = max(0, s['train_rows'] - distinct_train[i])  # drawn again, with replacement
-        if weights is not None: s['weight'] = weights[i]
-    counts['upsampled'] = sum(s['upsampled'] for s in per)
-    splits = {'train': [rows[j] for j in train], 'eval': [rows[j] for j in evl]}
-    return splits, {'train': [origin[j] for j in train], 'eval': [origin[j] for j in evl]}, counts, per
+    keys = lambda key: np.frombuffer(b''.join(map(key, rows)), np.uint64).reshape(-1, 2)
+    index, sources, counts, per = select_index(origin, keys(row_key), keys(prompt_key), len(per_source),
+                                               eval_size, seed, dedup, weights)
+    splits = {name: [rows[j] for j in idx] for name, idx in index.items()}
+    return splits, {name: s.tolist() for name, s in sources.items()}, counts, per
 
 # %% ../nbs/08_prepare.ipynb #cafeb8d5
 def tokenize_rows(rows:list[dict], tokenizer, template:str='alpaca', train_on_inputs:bool=False,
@@ -362,7 +372,7 @@ def write_output(out, manifest:dict, splits:dict, examples:dict, packed:dict, to
     def build(tmp:Path):
         for name, packs in packed.items():
             packs.save_to_disk(str(tmp/name))
-            write_jsonl(splits[name], tmp/f'{name}.jsonl')
+            write_rows_jsonl(splits[name], tmp/f'{name}.jsonl')
         _save_plots(tmp/'plots', examples['train'], packed['train'], manifest['max_seq_len'], tokenizer)
         tokenizer.save_pretrained(tmp/TOKENIZER_DIR)
         manifest['fingerprint'] = fingerprint(tmp)
@@ -414,7 +424,7 @@ def log_packed(run, out:Path, manifest:dict, splits:dict, raw_artifact=None, nam
     if run is None: return None
     settings = {k: v for k, v in manifest.items() if k not in ('rows', 'splits')}
     run.config.update(settings, allow_val_change=True)
-    log_tables(run, {f'{name}_dataset': pd.DataFrame(rows) for name, rows in splits.items()})
+    log_tables(run, {f'{name}_dataset': pd.DataFrame(rows[:TABLE_ROWS]) for name, rows in splits.items()})
     name = name or Path(out).resolve().name
     art = log_dir_artifact(run, out, artifact_name(f'{name}_packed'), metadata=manifest,
                            description='Alpaca-style data, tokenized and packed by alpaca_ft prepare')
@@ -436,7 +446,27 @@ def _source_lines(m:dict) -> list[str]:
                      f"{s['eval_tokens']:.1%} of eval")
     return lines
 
-def _summary(m:dict) -> str:
+class _Skipped(list):
+    "The messages of the first `keep` blank rows skipped, and in `count` how many there were."
+    def __init__(self, keep:int=5): super().__init__(); self.keep, self.count = keep, 0
+    def append(self, msg:str):
+        self.count += 1
+        if len(self) < self.keep: super().append(msg)
+
+def _checked(source, invalid:list, template) -> object:
+    "The checked rows of `source`, one at a time; a chat row needs `template='chat'`."
+    for i, row in enumerate(iter_rows(source, invalid)):
+        if template != 'chat' and 'messages' in row:
+            raise DataError(f"{_name(source)}, row {i}: a row with 'messages' needs template='chat'")
+        yield row
+
+def _table_line(tables:dict|None) -> list[str]:
+    "How many of how many rows went to each W&B Table (they are capped at `TABLE_ROWS`)."
+    if not tables: return []
+    shown = ', '.join(f'{k} {min(n, TABLE_ROWS):,} of {n:,} rows' for k, n in tables.items())
+    return [f'W&B tables (the first {TABLE_ROWS:,} rows at most): {shown}']
+
+def _summary(m:dict, tables:dict|None=None) -> str:
     r, s = m['rows'], m['splits']
     lines = [f"read {r['read']} rows from {len(m['sources'])} source(s); skipped {r['invalid']} blank; "
              f"truncated {r['truncated']}, dropped {r['dropped']} (over {m['max_seq_len']} tokens, "
@@ -444,7 +474,7 @@ def _summary(m:dict) -> str:
              f"duplicates: {'dropped' if m.get('dedup', True) else 'kept'} {r.get('duplicates', 0)} exact "
              f"copies (normalised instruction + input + output); {r.get('repeated_prompts', 0)} rows share a "
              f"prompt, kept on one side; eval prompts also in train: {r.get('eval_prompts_in_train', 0)}",
-             *_source_lines(m),
+             *_source_lines(m), *_table_line(tables),
              f"tokenizer {m['tokenizer']}, template {m['template']}, pack {m['pack']}, seed {m['seed']}",
              f"{'split':<6} {'examples':>9} {'sequences':>10} {'tokens':>10} {'label tokens':>13} "
              f"{'fill':>7}"]
@@ -487,18 +517,22 @@ def prepare_dataset(
                 'pack': pack_strategy, 'train_on_inputs': train_on_inputs, 'train_turns': train_turns,
                 'seed': seed, 'dedup': dedup,
                 'weights': weights}
-    per_source, sources, invalid = load_each(data, template)
-    rows = [row for got in per_source for row in got]
-    n_read = len(rows) + len(invalid)
-    tok = load_data_tokenizer(tokenizer)
-    with kept_environ():  # W&B sets WANDB_* variables for its run; the caller's environment comes back
-        run = init_run(wandb, wandb_project, job_type='preprocess', config={'sources': sources, **settings})
-        try:
-            with datasets_progress_bars(progress):
-                raw = log_raw(run, rows, data, out)
-                splits, origin, kept, per = select_rows(per_source, eval_size, seed, dedup, weights)
-                del rows, per_source
-                with tempfile.TemporaryDirectory(prefix='alpaca_ft-prepare-') as work:  # token ids on disk
+    sources, skipped = [_name(s) for s in data] if data else [SAMPLE_NAME], _Skipped()
+    # rows and token ids on disk, their mapped pages given back as they are read
+    with tempfile.TemporaryDirectory(prefix='alpaca_ft-prepare-') as work, pages_released():
+        checked = (_checked(source, skipped, template) for source in data or [SAMPLE_DATA])
+        rows, origin, row_keys, prompt_keys = rows_to_disk(checked, work)
+        n_read = len(rows) + skipped.count
+        tok = load_data_tokenizer(tokenizer)
+        with kept_environ():  # W&B sets WANDB_* variables for its run; the caller's environment comes back
+            run = init_run(wandb, wandb_project, job_type='preprocess',
+                           config={'sources': sources, **settings})
+            try:
+                with datasets_progress_bars(progress):
+                    raw = log_raw(run, rows, data, out)
+                    index, origin, kept, per = select_index(origin, row_keys, prompt_keys, len(sources),
+                                                            eval_size, seed, dedup, weights)
+                    splits = {name: rows.take(i) for name, i in index.items()}
                     tables, counts = tokenize_to_disk(splits, tok, work, template, train_on_inputs,
                                                       max_seq_len, overlong, num_proc, progress, origin,
                                                       train_turns=train_turns)
@@ -507,16 +541,19 @@ def prepare_dataset(
                     packed = {name: pack_table(t, max_seq_len, pack_strategy, work, name, progress)
                               for name, t in tables.items()}
                     _check_packs(packed, max_seq_len, pack_strategy)
-                    manifest = make_manifest(sources, tok, settings, n_read, {'invalid': len(invalid), **kept,
-                                             **counts}, examples, packed, source_shares(per, examples, tags))
+                    manifest = make_manifest(sources, tok, settings, n_read, {'invalid': skipped.count,
+                                             **kept, **counts}, examples, packed,
+                                             source_shares(per, examples, tags))
                     log = lambda tmp: log_packed(run, tmp, manifest, splits, raw, name=normal_path(out).name)
                     write_output(out, manifest, splits, examples, packed, tok, overwrite, before_commit=log)
-        finally:
-            if run is not None: run.finish()
+            finally:
+                if run is not None: run.finish()
+    tables = None if run is None else {'raw_dataset': len(rows), **{f'{k}_dataset': len(v)
+                                                                   for k, v in splits.items()}}
     if verbose:
-        logger.info(_summary(manifest))
-        for msg in invalid[:5]: logger.info(f'  skipped {msg}')
-        if len(invalid) > 5: logger.info(f'  ... and {len(invalid) - 5} more')
+        logger.info(_summary(manifest, tables))
+        for msg in skipped: logger.info(f'  skipped {msg}')
+        if skipped.count > len(skipped): logger.info(f'  ... and {skipped.count - len(skipped)} more')
     return manifest
 
 prepare = prepare_dataset  # the command line's name for it

@@ -4,7 +4,7 @@
 
 # %% ../nbs/53_streaming.ipynb #94b9ee62
 from __future__ import annotations
-import contextlib, gc, hashlib, os
+import contextlib, gc, hashlib, json, mmap, os, random, tempfile, threading, weakref
 from contextlib import contextmanager
 from itertools import chain
 from pathlib import Path
@@ -15,12 +15,14 @@ import pyarrow.compute as pc
 from datasets.table import MemoryMappedTable
 from tqdm.auto import tqdm
 from .data import DataError
+from .split import eval_count, prompt_key, row_key
 from .prompts import render, row_messages, warn_trailing_space
 from .tokenization import tokenize_chats, tokenize_examples
 from .packing import bfd_groups, drop_unlabelled, limit_length
 
 # %% auto #0
-__all__ = ['TOKENS', 'PACK_COLUMNS', 'PACKS', 'gc_paused', 'datasets_progress_bars', 'token_batches', 'no_labels_error',
+__all__ = ['ROWS', 'TOKENS', 'PACK_COLUMNS', 'PACKS', 'gc_paused', 'mapped_table', 'pages_released', 'datasets_progress_bars',
+           'token_batches', 'no_labels_error', 'RowTable', 'rows_to_disk', 'write_rows_jsonl', 'split_digests',
            'tokenize_to_disk', 'token_lengths', 'pack_table']
 
 # %% ../nbs/53_streaming.ipynb #2389f2de
@@ -40,15 +42,45 @@ def _restore_env(name:str, value:str|None):
         os.environ.pop(name, None)
         os.unsetenv(name)
 
-def _tokenize_parallel(columns:dict, tokenize, num_proc:int, batch_size:int) -> datasets.Dataset:
-    "`tokenize` (a batch of `columns` -> ids and labels) over batches in `num_proc` processes, with `map`."
+def _tokenize_parallel(path:Path, tokenize, num_proc:int, batch_size:int) -> datasets.Dataset:
+    "`tokenize` (a batch of text columns -> ids and labels) over Arrow file `path` in `num_proc` processes."
     before = os.environ.get('TOKENIZERS_PARALLELISM')
-    ds = datasets.Dataset.from_dict(columns)
+    ds = datasets.Dataset.from_file(str(path))  # memory-mapped: the processes read their shards from disk
     try: ds = ds.map(tokenize, batched=True, batch_size=batch_size, num_proc=num_proc,
-                     remove_columns=list(columns), desc='tokenizing')
+                     remove_columns=ds.column_names, desc='tokenizing',
+                     cache_file_name=str(path.with_name('tokens.arrow')))
     finally: _restore_env('TOKENIZERS_PARALLELISM', before)  # map leaves `false` in the C environment
     return ds
 
+
+_MAPS = weakref.WeakSet()  # the memory maps of `mapped_table`, while some table or slice still reads one
+
+def mapped_table(path) -> pa.Table:
+    "The Arrow stream file `path` as a table whose columns are views into a memory map of the file (no copy)."
+    with open(path, 'rb') as f: mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    _MAPS.add(mm)  # the buffers below hold it, whatever tables datasets makes from them
+    return pa.ipc.open_stream(pa.py_buffer(mm)).read_all()
+
+@contextmanager
+def pages_released(period:float=0.25):
+    ("Every `period` seconds in the block, take the pages of the files mapped by `mapped_table` out of "
+     "this process's resident memory (`MADV_DONTNEED`): they stay in the page cache, a read maps them again.")
+    if not hasattr(mmap, 'MADV_DONTNEED'):  # Windows: no madvise, the pages stay
+        yield
+        return
+    stop = threading.Event()
+    def release():
+        while not stop.wait(period):
+            try: maps = tuple(_MAPS)
+            except RuntimeError: continue  # the dict changed meanwhile: next time
+            for mm in maps:
+                with contextlib.suppress(ValueError, OSError): mm.madvise(mmap.MADV_DONTNEED)
+    thread = threading.Thread(target=release, name='alpaca_ft-pages', daemon=True)
+    thread.start()
+    try: yield
+    finally:
+        stop.set()
+        thread.join()
 
 @contextmanager
 def datasets_progress_bars(show:bool):
@@ -60,6 +92,17 @@ def datasets_progress_bars(show:bool):
         if was_enabled: datasets.enable_progress_bars()
 
 # %% ../nbs/53_streaming.ipynb #5e52d88f
+class _BatchWriter:
+    "An Arrow stream file written a dict of columns at a time (the schema from the first)."
+    def __init__(self, path): self.path, self.writer = Path(path), None
+    def write(self, columns:dict):
+        batch = pa.RecordBatch.from_pydict(columns)
+        if self.writer is None: self.writer = pa.ipc.new_stream(str(self.path), batch.schema)
+        self.writer.write_batch(batch)
+    def __enter__(self): return self
+    def __exit__(self, *exc):
+        if self.writer is not None: self.writer.close()
+
 def _texts(rows:list[dict], template, tokenizer) -> dict:
     "The columns to tokenize for `rows`: whole conversations for `chat`, else prompts and responses."
     if template == 'chat': return {'messages': [row_messages(row) for row in rows]}
@@ -76,13 +119,20 @@ def token_batches(rows:list[dict], tokenizer, template='alpaca', train_on_inputs
                   num_proc:int|None=None, progress:bool=True, batch_size:int=1000, train_turns:str='all'):
     "Template and tokenize `rows` a batch at a time: dicts of `input_ids` and `labels`, in row order."
     tokenize = _tokenizer_fn(tokenizer, template, train_on_inputs, train_turns)
-    if num_proc and num_proc > 1:  # the processes get all texts at once, as an Arrow table
-        columns = _texts(rows, template, tokenizer)
-        if 'prompt' in columns: warn_trailing_space(columns['prompt'])
-        with datasets_progress_bars(progress):
-            ds = _tokenize_parallel(columns, tokenize, num_proc, batch_size)
-        del columns
-        yield from ds.iter(batch_size)
+    if not len(rows): return
+    if num_proc and num_proc > 1:  # the texts go to an Arrow file a batch at a time; the processes map it
+        with tempfile.TemporaryDirectory(prefix='alpaca_ft-texts-') as tmp:
+            path, ends = Path(tmp)/'texts.arrow', []
+            with _BatchWriter(path) as writer:
+                for start in range(0, len(rows), batch_size):
+                    columns = _texts(rows[start:start + batch_size], template, tokenizer)
+                    ends += [p[-1:] for p in columns.get('prompt', [])]
+                    writer.write(columns)
+            if ends: warn_trailing_space(ends)
+            with datasets_progress_bars(progress):
+                ds = _tokenize_parallel(path, tokenize, num_proc, batch_size)
+            yield from ds.iter(batch_size)
+            del ds
         return
     ends = []  # each prompt's last character, for one warning about trailing spaces at the end
     with gc_paused(), tqdm(total=len(rows), desc='tokenizing', unit=' rows', disable=not progress) as bar:
@@ -101,6 +151,90 @@ def no_labels_error(name:str, n_unlabelled:int, max_seq_len:int, overlong:str) -
            else f'no examples left (overlong={overlong!r})')
     return DataError(f'the {name} split has no label tokens: {why}')
 
+# %% ../nbs/53_streaming.ipynb #2c3bf049
+ROWS = pa.schema([('row', pa.large_string())])  # one row a line, as `json.dumps` writes it
+
+class RowTable:
+    "Rows kept as JSON text in a memory-mapped Arrow file, picked by `index`: `len`, slices give dicts."
+    def __init__(self, table:pa.Table, index=None):
+        self.table = table
+        self.index = np.arange(table.num_rows) if index is None else np.asarray(index, np.int64)
+        self._chunks = table.column('row').chunks
+        self._starts = np.cumsum([0] + [len(c) for c in self._chunks])
+    def __len__(self): return len(self.index)
+    def take(self, index) -> RowTable:
+        "The rows at positions `index` of these rows."
+        return RowTable(self.table, self.index[np.asarray(index, np.int64)])
+    def texts(self, start:int=0, stop:int|None=None) -> list[str]:
+        "The JSON text of rows `start` to `stop`."
+        idx = self.index[start:stop]
+        chunk = np.searchsorted(self._starts, idx, side='right') - 1
+        return [self._chunks[c][i - self._starts[c]].as_py() for c, i in zip(chunk.tolist(), idx.tolist())]
+    def __getitem__(self, s:slice) -> list[dict]:
+        if not isinstance(s, slice) or s.step not in (None, 1): raise TypeError('RowTable takes slices a:b')
+        return [json.loads(t) for t in self.texts(s.start or 0, s.stop)]
+    def __iter__(self):
+        for start in range(0, len(self), 1000): yield from self[start:start + 1000]
+
+def rows_to_disk(sources, folder, batch_size:int=1000) -> tuple[RowTable, np.ndarray, np.ndarray, np.ndarray]:
+    ("The rows of each iterable in `sources` written to `folder/rows.arrow` a batch at a time: the rows, "
+     "each one's source, and its `row_key` and `prompt_key` digests (16 bytes each).")
+    path, origin = Path(folder)/'rows.arrow', []
+    row_keys, prompt_keys, batch = bytearray(), bytearray(), []
+    with pa.ipc.new_stream(str(path), ROWS) as writer:
+        for i, rows in enumerate(sources):
+            n = 0
+            for row in rows:
+                batch.append(json.dumps(row, ensure_ascii=False))
+                row_keys += row_key(row)
+                prompt_keys += prompt_key(row)
+                n += 1
+                if len(batch) == batch_size:
+                    writer.write_batch(pa.record_batch([pa.array(batch, pa.large_string())], schema=ROWS))
+                    batch = []
+            origin.append(np.full(n, i, np.int32))
+        if batch: writer.write_batch(pa.record_batch([pa.array(batch, pa.large_string())], schema=ROWS))
+    keys = lambda b: np.frombuffer(bytes(b), np.uint64).reshape(-1, 2)
+    return RowTable(mapped_table(path)), np.concatenate(origin), keys(row_keys), keys(prompt_keys)
+
+def write_rows_jsonl(rows, path) -> Path:
+    "Write `rows` (a `RowTable` or a list of dicts) to `path` as JSONL, a batch at a time."
+    with open(path, 'w', encoding='utf-8', newline='\n') as f:
+        for start in range(0, len(rows), 1000):
+            texts = (rows.texts(start, start + 1000) if isinstance(rows, RowTable)
+                     else [json.dumps(r, ensure_ascii=False) for r in rows[start:start + 1000]])
+            f.write(''.join(t + '\n' for t in texts))
+    return Path(path)
+
+def _first_seen(keys:np.ndarray) -> np.ndarray:
+    "Each row's group (rows with equal `keys`), groups numbered in order of first appearance."
+    if not len(keys): return np.zeros(0, np.int64)
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), np.int64)
+    rank[np.argsort(first, kind='stable')] = np.arange(len(first))
+    return rank[inverse.reshape(-1)]
+
+def split_digests(keys:np.ndarray, eval_size=None, seed:int=42) -> tuple[np.ndarray, np.ndarray]:
+    ("`split_groups` on digests (an array, one row of key bytes each) with numpy: the same train and eval "
+     "indices in the same order, without a Python list per group.")
+    group = _first_seen(keys)
+    n_groups = int(group.max()) + 1 if len(group) else 0
+    order = list(range(n_groups))
+    random.Random(seed).shuffle(order)  # the same draws as split_groups
+    sizes = np.bincount(group, minlength=n_groups)
+    k, cut, n_eval = eval_count(len(keys), eval_size), len(order), 0
+    while n_eval < k:
+        cut -= 1
+        n_eval += int(sizes[order[cut]])
+    if cut == 0 and len(keys) > 1:
+        raise DataError(f'no rows left for train: the {len(keys)} rows share '
+                        f'{n_groups} prompt(s), and eval takes them all')
+    place = np.empty(n_groups, np.int64)
+    place[np.asarray(order, np.int64)] = np.arange(n_groups)
+    by_place = np.argsort(place[group], kind='stable')  # group by group in shuffled order, rows in order
+    n_train = int(sizes[np.asarray(order[:cut], np.int64)].sum())
+    return by_place[:n_train], by_place[n_train:]
+
 # %% ../nbs/53_streaming.ipynb #9ff2997f
 TOKENS = pa.schema([('input_ids', pa.list_(pa.int32())), ('labels', pa.list_(pa.int32())),
                     ('source', pa.int32())])
@@ -116,8 +250,12 @@ def tokenize_to_disk(splits:dict, tokenizer, folder, template='alpaca', train_on
                      train_turns:str='all') -> tuple[dict, dict]:
     "`tokenize_splits` a batch at a time into an Arrow file a split in `folder`: mapped tables, counts."
     names = list(splits)
-    rows = [row for name in names for row in splits[name]]
-    tags = [i for name in names for i in (origin[name] if origin else [0] * len(splits[name]))]
+    parts = [splits[name] for name in names]
+    on_disk = all(isinstance(p, RowTable) and p.table is parts[0].table for p in parts)
+    rows = (RowTable(parts[0].table, np.concatenate([p.index for p in parts])) if on_disk
+            else [row for p in parts for row in p])
+    tags = np.concatenate([np.asarray(origin[name] if origin else np.zeros(len(splits[name])), np.int64)
+                           for name in names])
     ends = np.cumsum([len(splits[name]) for name in names]).tolist()
     bounds = list(zip(names, [0] + ends[:-1], ends))
     counts, unlabelled = {'truncated': 0, 'dropped': 0, 'no_labels': 0}, dict.fromkeys(names, 0)
@@ -133,7 +271,7 @@ def tokenize_to_disk(splits:dict, tokenizer, folder, template='alpaca', train_on
                 a, b = max(lo, done), min(hi, done + n)
                 if a >= b: continue
                 part = {k: batch[k][a - done:b - done] for k in ('input_ids', 'labels')}
-                part['source'] = [[i] for i in tags[a:b]]  # a list of one: truncation keeps it
+                part['source'] = [[i] for i in tags[a:b].tolist()]  # a list of one: truncation keeps it
                 part, n_truncated, n_dropped = limit_length(part, max_seq_len, overlong)
                 part, n_unlabelled = drop_unlabelled(part)
                 counts['truncated'] += n_truncated
@@ -142,7 +280,7 @@ def tokenize_to_disk(splits:dict, tokenizer, folder, template='alpaca', train_on
                 unlabelled[name] += n_unlabelled
                 writers[name].write_batch(_token_batch(part))
             done += n
-    tables = {name: MemoryMappedTable.from_file(str(p)).table for name, p in paths.items()}
+    tables = {name: mapped_table(p) for name, p in paths.items()}
     for name, table in tables.items():
         if not table.num_rows: raise no_labels_error(name, unlabelled[name], max_seq_len, overlong)
     return tables, counts
@@ -243,5 +381,5 @@ def pack_table(table:pa.Table, max_seq_len:int, strategy:str='bfd', folder=None,
             groups = (bfd_groups(lengths.tolist(), max_seq_len, progress) if strategy == 'bfd'
                       else [[i] for i in range(len(lengths))])
             _write_groups(writer, table, lengths, groups, per_batch)
-    packs = MemoryMappedTable.from_file(str(path))
-    return datasets.Dataset(packs, fingerprint=_fingerprint(packs.table))
+    packs = mapped_table(path)
+    return datasets.Dataset(MemoryMappedTable(packs, str(path)), fingerprint=_fingerprint(packs))

@@ -1,24 +1,25 @@
 """Peak memory (RSS) of `prepare` next to the alternatives, on the same rows, each in a fresh process.
 
 On `--rows` rows (default 200,000) resampled with a fixed seed from the real 1,000-row Alpaca-GPT4 sample in
-`shared/`, with the Llama 2 tokenizer and `max_seq_len` 1,024 (bfd packing, W&B off), this runs one after the
-other, each in its own Python process so that each peak is its own:
+`shared/` and made distinct (each instruction ends with its row number: the duplicate check keeps them all),
+with the Llama 2 tokenizer and `max_seq_len` 1,024 (bfd packing, W&B off), this runs one after the other, each
+in its own Python process so that each peak is its own:
 
-- bare: read the JSONL rows and run the fast tokenizer over every templated text in batches of 1,000, keeping
-  nothing -- the least any preparation holds (the rows and the tokenizer);
+- bare: read the JSONL 1,000 lines at a time and run the fast tokenizer over their templated texts, keeping
+  nothing -- the least any preparation holds (the tokenizer and one batch);
 - ours: `alpaca_ft.prepare.prepare_dataset(...)` of this checkout, end to end (written to a folder);
-- before: the same call with the code of `--before REV` (default: the commit before issue 16's streaming),
-  extracted with `git archive` into a temporary folder -- the in-memory path that held every token id as a
-  Python int (skip with `--before ''`);
+- before: the same call with the code of each `--before REV` (default: `e0001cc`, the in-memory path that
+  held every token id as a Python int, and `10def74`, which streamed token ids but held every row as a Python
+  dict), extracted with `git archive` into a temporary folder (skip with `--before`, no revision);
 - trl: TRL's `SFTTrainer` preparing the same rows (prompt/completion, completion-only loss, `packing_strategy
   ='bfd'`, `max_length` 1,024) with a one-layer model, when `trl` is installed; its Arrow cache goes to the
   temporary folder.
 
-The resampled rows repeat (1,000 distinct rows drawn 200,000 times), so `prepare` runs with `dedup=False`: the
-point is the volume. It prints peak RSS (`ru_maxrss`) and seconds for each, and the ratios to `bare`.
-This is a measurement, not a test: nothing asserts a number. Run it (niced, it takes a few minutes at 200,000 rows) with
+`prepare` runs with its defaults (duplicates dropped: there are none). It prints peak RSS (`ru_maxrss`) and
+seconds for each, and the ratios to `bare`. This is a measurement, not a test: nothing asserts a number.
+Run it (niced; it takes several minutes at 200,000 rows) with
 
-    nice -n 10 python benchmarks/prepare_memory.py [--rows 200000] [--skip trl] [--before REV]
+    nice -n 10 python benchmarks/prepare_memory.py [--rows 200000] [--skip trl] [--before REV ...]
 
 `shared/` is `$ALPACA_FT_SHARED`, else `../shared`; without it the script says so and exits 0.
 """
@@ -28,7 +29,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_REL, TOKENIZER_REL, MAX_LEN = 'data/alpaca_gpt4_sample1k.jsonl', 'assets/llama-2-tokenizer', 1024
-BEFORE = 'e0001cc'  # main before issue 16 (in-memory prepare)
+BEFORE = ['e0001cc', '10def74']  # in-memory prepare (before issue 16); rows in memory, token ids streamed
 
 
 def shared_dir() -> Path:
@@ -39,7 +40,9 @@ def shared_dir() -> Path:
 def resample(sample:Path, n:int, path:Path):
     with open(sample, encoding='utf-8') as f: src = [json.loads(l) for l in f if l.strip()]
     with open(path, 'w', encoding='utf-8', newline='\n') as f:
-        for r in random.Random(0).choices(src, k=n): f.write(json.dumps(r, ensure_ascii=False) + '\n')
+        for i, r in enumerate(random.Random(0).choices(src, k=n)):  # distinct rows: the number ends each
+            r = {**r, 'instruction': f"{r['instruction']} (#{i})"}
+            f.write(json.dumps(r, ensure_ascii=False) + '\n')
 
 
 # ---------------------------------------------------------------- the contenders (run in a child process)
@@ -48,20 +51,23 @@ def bare(data:Path, tok_dir:Path, work:Path) -> dict:
     from transformers import AutoTokenizer
     from alpaca_ft.prompts import alpaca_prompt
     tok = AutoTokenizer.from_pretrained(str(tok_dir))
-    with open(data, encoding='utf-8') as f: rows = [json.loads(l) for l in f if l.strip()]
-    n = 0
-    for i in range(0, len(rows), 1000):
-        n += sum(map(len, tok([alpaca_prompt(r) + r['output'] for r in rows[i:i + 1000]])['input_ids']))
+    n, batch = 0, []
+    with open(data, encoding='utf-8') as f:
+        for line in f:
+            batch.append(json.loads(line))
+            if len(batch) == 1000:
+                n += sum(map(len, tok([alpaca_prompt(r) + r['output'] for r in batch])['input_ids']))
+                batch = []
+    if batch: n += sum(map(len, tok([alpaca_prompt(r) + r['output'] for r in batch])['input_ids']))
     return {'tokens': n}
 
 
 def ours(data:Path, tok_dir:Path, work:Path) -> dict:
-    import inspect
     from alpaca_ft.prepare import prepare_dataset
-    kw = {'dedup': False} if 'dedup' in inspect.signature(prepare_dataset).parameters else {}
     m = prepare_dataset(str(data), work/'out', str(tok_dir), max_seq_len=MAX_LEN, wandb='disabled',
-                        progress=False, verbose=False, **kw)
-    return {'tokens': m['splits']['train']['tokens'] + m['splits']['eval']['tokens'],
+                        progress=False, verbose=False)
+    return {'duplicates': m['rows'].get('duplicates'),
+            'tokens': m['splits']['train']['tokens'] + m['splits']['eval']['tokens'],
             'sequences': m['splits']['train']['sequences'] + m['splits']['eval']['sequences'],
             'fingerprint': m['fingerprint'][:16]}
 
@@ -74,7 +80,7 @@ def trl(data:Path, tok_dir:Path, work:Path) -> dict:
     tok = AutoTokenizer.from_pretrained(str(tok_dir))
     tok.pad_token = tok.eos_token
     ds = datasets.load_dataset('json', data_files=str(data), split='train', cache_dir=str(work/'hf_cache'))
-    ds = ds.map(lambda r: {'prompt': alpaca_prompt(r), 'completion': r['output'] + tok.eos_token},
+    ds = ds.map(lambda r: {'prompt': alpaca_prompt(dict(r)), 'completion': r['output'] + tok.eos_token},
                 remove_columns=ds.column_names)
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32,
@@ -88,7 +94,7 @@ def trl(data:Path, tok_dir:Path, work:Path) -> dict:
     return {'sequences': len(packed), 'tokens': int(pc.sum(lengths).as_py())}
 
 
-CHILDREN = {'bare': bare, 'ours': ours, 'before': ours, 'trl': trl}
+CHILDREN = {'bare': bare, 'ours': ours, 'before': ours, 'trl': trl}  # 'before' runs once per --before REV
 
 
 def child(name:str, data:Path, tok_dir:Path, work:Path):
@@ -119,19 +125,21 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--rows', type=int, default=200_000)
     ap.add_argument('--skip', nargs='*', default=[], choices=list(CHILDREN))
-    ap.add_argument('--before', default=BEFORE, help="git revision of the 'before' code ('' to skip)")
+    ap.add_argument('--before', nargs='*', default=BEFORE, 
+                    help="git revisions of the 'before' code (none: skip)")
     ap.add_argument('--timeout', type=int, default=400, help='seconds each contender may take')
     ap.add_argument('--child', help=argparse.SUPPRESS)
     ap.add_argument('--data', help=argparse.SUPPRESS)
     ap.add_argument('--tokenizer', help=argparse.SUPPRESS)
     ap.add_argument('--work', help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
-    if a.child: return child(a.child, Path(a.data), Path(a.tokenizer), Path(a.work)) or 0
+    if a.child: return child(a.child.split('@')[0], Path(a.data), Path(a.tokenizer), Path(a.work)) or 0
     sample, tok_dir = shared_dir()/SAMPLE_REL, shared_dir()/TOKENIZER_REL
     if not (sample.exists() and tok_dir.exists()):
         print(f'skipped: {shared_dir()} has no {SAMPLE_REL} or {TOKENIZER_REL} (set ALPACA_FT_SHARED)')
         return 0
-    names = [n for n in CHILDREN if n not in a.skip and (n != 'before' or a.before)]
+    names = [n for n in CHILDREN if n not in a.skip and n != 'before']
+    if 'before' not in a.skip: names[2:2] = [f'before@{rev}' for rev in a.before]
     try: import trl as _  # noqa: F401
     except ImportError: names = [n for n in names if n != 'trl']
     with tempfile.TemporaryDirectory(prefix='prepare_memory-') as tmp:
@@ -139,24 +147,26 @@ def main(argv=None) -> int:
         data = tmp/'rows.jsonl'
         resample(sample, a.rows, data)
         paths = {n: str(REPO) for n in names}
-        if 'before' in names:
-            old = tmp/'before_code'
+        for n in names:
+            if not n.startswith('before@'): continue
+            old = tmp/f'code_{n[7:]}'
             old.mkdir()
-            arch = subprocess.run(['git', '-C', str(REPO), 'archive', a.before], capture_output=True,
-                                  check=True)
+            arch = subprocess.run(['git', '-C', str(REPO), 'archive', n[7:]], capture_output=True, check=True)
             subprocess.run(['tar', '-x', '-C', str(old)], input=arch.stdout, check=True)
-            paths['before'] = str(old)
+            paths[n] = str(old)
         results = {}
         for n in names:
-            results[n] = run_child(n, data, tok_dir, tmp/n, paths[n], a.timeout)
+            results[n] = run_child(n, data, tok_dir, tmp/n.replace('@', '_'), paths[n], a.timeout)
             print(n, results[n], flush=True)
     base = results.get('bare', {}).get('peak_rss_mb')
     print(f'\n{a.rows:,} rows, max_seq_len {MAX_LEN}, bfd; peak RSS of each in its own process')
-    print(f"{'':8} {'peak RSS MB':>12} {'x bare':>8} {'seconds':>8}")
+    print(f"{'':16} {'peak RSS MB':>12} {'x bare':>8} {'seconds':>8} {'x bare':>8}")
     for n, r in results.items():
-        if 'error' in r: print(f'{n:8} error: {r["error"]}'); continue
+        if 'error' in r: print(f'{n:16} error: {r["error"]}'); continue
         ratio = f"{r['peak_rss_mb'] / base:.2f}" if base else '-'
-        print(f"{n:8} {r['peak_rss_mb']:>12,} {ratio:>8} {r['seconds']:>8}")
+        t_base = results.get('bare', {}).get('seconds')
+        t_ratio = f"{r['seconds'] / t_base:.2f}" if t_base else '-'
+        print(f"{n:16} {r['peak_rss_mb']:>12,} {ratio:>8} {r['seconds']:>8} {t_ratio:>8}")
     return 0
 
 

@@ -294,6 +294,7 @@ def test_prepare_checks_options_before_any_work(tmp_path, monkeypatch, kw, msg):
     def no_work(*a, **k): raise AssertionError('rows were loaded before the options were checked')
     monkeypatch.setattr(P, 'load_rows', no_work)
     monkeypatch.setattr(P, 'load_sources', no_work, raising=False)
+    monkeypatch.setattr(P, 'iter_rows', no_work)
     with pytest.raises(ValueError, match=msg): _prepare(tmp_path/'out', **kw)
     assert not (tmp_path/'out').exists()
 

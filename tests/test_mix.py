@@ -106,6 +106,7 @@ def test_bad_weights_raise_before_any_work(tmp_path, monkeypatch, weights, msg):
     def no_work(*a, **k): raise AssertionError('rows were loaded before the weights were checked')
     monkeypatch.setattr(P, 'load_rows', no_work)
     monkeypatch.setattr(P, 'load_each', no_work)
+    monkeypatch.setattr(P, 'iter_rows', no_work)
     rows = sample_rows()
     with pytest.raises(ValueError, match=msg) as e:
         P.prepare_dataset([rows[:50], rows[50:]], out=tmp_path/'out', weights=weights, wandb='disabled',
