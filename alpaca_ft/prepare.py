@@ -16,7 +16,7 @@ from .data import (SAMPLE_DATA, DataError, atomic_dir, check_replaceable, iter_r
 from .prompts import (check_template, check_train_turns, render, row_messages, template_name,
                                warn_trailing_space)
 from .tokenization import TINY_TOKENIZER, load_tokenizer, tokenize_chats, tokenize_examples
-from .split import prompt_key, row_key, split_groups
+from .split import near_duplicates, prompt_key, row_key, split_groups
 from .packing import PACKERS, drop_unlabelled, limit_length, pack, pack_stats
 from .streaming import (_first_seen, datasets_progress_bars, gc_paused, no_labels_error,
                                  pack_table, pages_released, rows_to_disk, split_digests, token_batches,
@@ -473,7 +473,9 @@ def _summary(m:dict, tables:dict|None=None) -> str:
              f"overlong={m['overlong']!r}); dropped {r['no_labels']} with no label token left",
              f"duplicates: {'dropped' if m.get('dedup', True) else 'kept'} {r.get('duplicates', 0)} exact "
              f"copies (normalised instruction + input + output); {r.get('repeated_prompts', 0)} rows share a "
-             f"prompt, kept on one side; eval prompts also in train: {r.get('eval_prompts_in_train', 0)}",
+             f"prompt, kept on one side; eval prompts also in train: {r.get('eval_prompts_in_train', 0)}; "
+             f"eval rows with a near-duplicate in train (half their 8-word runs or more): "
+             f"{r.get('near_duplicate_eval_rows', 0)}",
              *_source_lines(m), *_table_line(tables),
              f"tokenizer {m['tokenizer']}, template {m['template']}, pack {m['pack']}, seed {m['seed']}",
              f"{'split':<6} {'examples':>9} {'sequences':>10} {'tokens':>10} {'label tokens':>13} "
@@ -533,6 +535,8 @@ def prepare_dataset(
                     index, origin, kept, per = select_index(origin, row_keys, prompt_keys, len(sources),
                                                             eval_size, seed, dedup, weights)
                     splits = {name: rows.take(i) for name, i in index.items()}
+                    near = near_duplicates(splits['eval'], splits['train'])
+                    kept['near_duplicate_eval_rows'] = len(near)
                     tables, counts = tokenize_to_disk(splits, tok, work, template, train_on_inputs,
                                                       max_seq_len, overlong, num_proc, progress, origin,
                                                       train_turns=train_turns)

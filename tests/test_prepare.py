@@ -699,3 +699,21 @@ def test_bad_weights_are_refused_before_any_work(runs):
         line = proc.stderr.strip()
         assert 'weights must' in line and len(line.splitlines()) == 1 and 'Traceback' not in line, (w, line)
     assert r.extra['left'] == ['rows.jsonl']
+
+
+def test_near_duplicates_across_the_split_are_counted_in_the_manifest_and_summary(tmp_path, caplog):
+    "Rows rephrased by one word have other prompts, so they may land on both sides: prepare counts those pairs."
+    import logging
+    from alpaca_ft import prepare_dataset
+    from alpaca_ft.split import near_duplicates
+    rows = json.loads(SAMPLE_DATA.read_text(encoding='utf-8'))
+    edited = [dict(r, instruction='Please: ' + r['instruction']) for r in rows]
+    src = tmp_path/'rows.jsonl'
+    src.write_text(''.join(json.dumps(r) + '\n' for r in rows + edited), encoding='utf-8')
+    with caplog.at_level(logging.INFO, logger='alpaca_ft'):
+        m = prepare_dataset([str(src)], out=tmp_path/'out', eval_size=40, progress=False)
+    read = lambda name: [json.loads(l) for l in (tmp_path/'out'/f'{name}.jsonl').open(encoding='utf-8')]
+    expected = len(near_duplicates(read('eval'), read('train')))
+    assert m['rows']['eval_prompts_in_train'] == 0 and m['rows']['duplicates'] == 0
+    assert m['rows']['near_duplicate_eval_rows'] == expected > 5  # about half of 40 straddle the split
+    assert f'near-duplicate in train (half their 8-word runs or more): {expected}' in caplog.text
