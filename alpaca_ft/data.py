@@ -86,23 +86,32 @@ def _check_messages(row, src, where):
         _fail(src, "no message before the assistant's answer has any text", **where, err=EmptyField)
     return {'messages': msgs}
 
+
+# %% ../nbs/00_data.ipynb #b3589480
 def validate_row(row, src='<rows>', line=None, row_idx=None) -> dict:
-    "Check one raw record and return it as `{instruction, input, output}` (or `{messages}` for chat rows)."
+    ("Check one raw record and return it as `{instruction, input, output}` "
+     "(or `{messages}` for chat rows).")
     where = dict(line=line, row=row_idx)
-    if not isinstance(row, dict): _fail(src, f'expected an object, got {_kind(row)}', **where)
+    if not isinstance(row, dict):
+        _fail(src, f'expected an object, got {_kind(row)}', **where)
     if ('messages' in row or 'conversations' in row) and 'instruction' not in row:
         return _check_messages(row, src, where)
     for k in ('instruction', 'output'):
-        if k not in row or row[k] is None: _fail(src, f"missing field '{k}'", **where)
+        if k not in row or row[k] is None:
+            _fail(src, f"missing field '{k}'", **where)
     out = {}
     for k in ('instruction', 'input', 'output'):
         v = row.get(k)
-        if v is None: v = ''
-        if not isinstance(v, str): _fail(src, f"field '{k}' must be a string, got {_kind(v)}", **where)
+        if v is None:
+            v = ''
+        if not isinstance(v, str):
+            _fail(src, f"field '{k}' must be a string, got {_kind(v)}", **where)
         out[k] = v
     for k in ('instruction', 'output'):
-        if not out[k].strip(): _fail(src, f"field '{k}' is empty", **where, err=EmptyField)
+        if not out[k].strip():
+            _fail(src, f"field '{k}' is empty", **where, err=EmptyField)
     return out
+
 
 # %% ../nbs/00_data.ipynb #bf0e1c0b
 # Byte-order marks, UTF-32's first: UTF-32 LE's mark starts with UTF-16 LE's.
