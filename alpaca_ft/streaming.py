@@ -168,6 +168,7 @@ class RowTable:
     def texts(self, start:int=0, stop:int|None=None) -> list[str]:
         "The JSON text of rows `start` to `stop`."
         idx = self.index[start:stop]
+        # chunk by chunk, not ChunkedArray.take: pyarrow 26's take copies the whole column first
         chunk = np.searchsorted(self._starts, idx, side='right') - 1
         return [self._chunks[c][i - self._starts[c]].as_py() for c, i in zip(chunk.tolist(), idx.tolist())]
     def __getitem__(self, s:slice) -> list[dict]:
