@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from tqdm.auto import tqdm
 from .data import (SAMPLE_DATA, DataError, atomic_dir, check_replaceable, iter_rows,
-                            load_rows, normal_path, write_atomic)
+                            normal_path, write_atomic)
 from .prompts import (check_template, check_train_turns, render, row_messages, template_name,
                                warn_trailing_space)
 from .tokenization import TINY_TOKENIZER, load_tokenizer, tokenize_chats, tokenize_examples
@@ -120,17 +120,17 @@ def load_sources(data, template:str='alpaca') -> tuple[list[dict], list[str], li
     per_source, names, invalid = load_each(data, template)
     return [row for rows in per_source for row in rows], names, invalid
 
+def _checked(source, invalid:list, template) -> object:
+    "The checked rows of `source`, one at a time; a chat row needs `template='chat'`."
+    for i, row in enumerate(iter_rows(source, invalid)):
+        if template != 'chat' and 'messages' in row:
+            raise DataError(f"{_name(source)}, row {i}: a row with 'messages' needs template='chat'")
+        yield row
+
 def load_each(data, template:str='alpaca') -> tuple[list[list[dict]], list[str], list[str]]:
     "The checked rows of each source in `data` (None: the bundled sample), their names, the blank rows."
-    per_source, invalid = [], []
-    for source in data or [SAMPLE_DATA]:
-        got = load_rows(source, invalid)
-        if template != 'chat':
-            chat_row = next((i for i, row in enumerate(got) if 'messages' in row), None)
-            if chat_row is not None:
-                raise DataError(f"{_name(source)}, row {chat_row}: a row with 'messages' needs "
-                                "template='chat'")
-        per_source.append(got)
+    invalid = []
+    per_source = [list(_checked(source, invalid, template)) for source in data or [SAMPLE_DATA]]
     return per_source, [_name(s) for s in data] if data else [SAMPLE_NAME], invalid
 
 def _name(source) -> str:
@@ -452,13 +452,6 @@ class _Skipped(list):
     def append(self, msg:str):
         self.count += 1
         if len(self) < self.keep: super().append(msg)
-
-def _checked(source, invalid:list, template) -> object:
-    "The checked rows of `source`, one at a time; a chat row needs `template='chat'`."
-    for i, row in enumerate(iter_rows(source, invalid)):
-        if template != 'chat' and 'messages' in row:
-            raise DataError(f"{_name(source)}, row {i}: a row with 'messages' needs template='chat'")
-        yield row
 
 def _table_line(tables:dict|None) -> list[str]:
     "How many of how many rows went to each W&B Table (they are capped at `TABLE_ROWS`)."

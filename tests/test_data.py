@@ -292,8 +292,6 @@ def test_prepare_overwrite_replaces_only_its_own_output(tmp_path):
 def test_prepare_checks_options_before_any_work(tmp_path, monkeypatch, kw, msg):
     import alpaca_ft.prepare as P
     def no_work(*a, **k): raise AssertionError('rows were loaded before the options were checked')
-    monkeypatch.setattr(P, 'load_rows', no_work)
-    monkeypatch.setattr(P, 'load_sources', no_work, raising=False)
     monkeypatch.setattr(P, 'iter_rows', no_work)
     with pytest.raises(ValueError, match=msg): _prepare(tmp_path/'out', **kw)
     assert not (tmp_path/'out').exists()
@@ -306,7 +304,7 @@ def test_prepare_wandb_online_without_a_key_fails_first(tmp_path, monkeypatch, c
     monkeypatch.setenv('HOME', str(tmp_path))
     monkeypatch.setenv('NETRC', str(tmp_path/'no-netrc'))
     def no_work(*a, **k): raise AssertionError('rows were loaded before the W&B mode was checked')
-    monkeypatch.setattr(P, 'load_rows', no_work)
+    monkeypatch.setattr(P, 'iter_rows', no_work)  # prepare reads rows through it
     with pytest.raises(ValueError, match='wandb online needs an API key'): _prepare(tmp_path/'out', wandb='online')
     assert not (tmp_path/'out').exists()
     from alpaca_ft.tracking import check_wandb

@@ -104,8 +104,6 @@ def test_a_zero_weight_leaves_a_source_out_of_train():
 def test_bad_weights_raise_before_any_work(tmp_path, monkeypatch, weights, msg):
     import alpaca_ft.prepare as P
     def no_work(*a, **k): raise AssertionError('rows were loaded before the weights were checked')
-    monkeypatch.setattr(P, 'load_rows', no_work)
-    monkeypatch.setattr(P, 'load_each', no_work)
     monkeypatch.setattr(P, 'iter_rows', no_work)
     rows = sample_rows()
     with pytest.raises(ValueError, match=msg) as e:
