@@ -160,14 +160,17 @@ def test_prepare_options_reach_prepare_by_keyword(monkeypatch, tmp_path):
                       '--max-seq-len', '64', '--eval-size', '0.2', '--template', 'chat', '--train-turns', 'last',
                       '--overlong', 'drop',
                       '--wandb', 'disabled', '--train-on-inputs', '--overwrite', '--seed', '7',
-                      '--num-proc', '2', '--no-progress', '--keep-duplicates', '--weights', '0.7', '0.3')
+                      '--num-proc', '2', '--no-progress', '--keep-duplicates', '--weights', '0.7', '0.3',
+                      '--weight-by', 'tokens')
     assert rc == 0, err
     assert got == dict(data=['a.jsonl', 'b.csv'], out=str(tmp_path/'o'), tokenizer=None, max_seq_len=64,
                        eval_size=0.2, seed=7, pack_strategy='greedy', train_on_inputs=True, template='chat',
                        train_turns='last', overlong='drop', num_proc=2, wandb='disabled', wandb_project='alpaca_ft',
-                       overwrite=True, progress=False, dedup=False, weights=[0.7, 0.3])
+                       overwrite=True, progress=False, dedup=False, weights=[0.7, 0.3],
+                       weight_by='tokens')
     assert call('prepare', '--out', tmp_path/'o')[0] == 0 and got['progress'] is True  # bars by default
     assert got['data'] is None and got['dedup'] is True  # no file: the bundled sample
+    assert got['weight_by'] == 'rows'
 
 
 def test_generate_and_demo_options_by_keyword(monkeypatch, tmp_path):
