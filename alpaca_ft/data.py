@@ -45,10 +45,13 @@ class DataError(ValueError):
 class EmptyField(DataError):
     "A well-formed row whose `instruction` or `output` is blank: there is nothing to learn from it."
 
-def _fail(src, reason, line=None, row=None, err=DataError):
+def _where(src, line=None, row=None) -> str:
+    "How an error names a place: the source, then its line or row when known."
     where = f'{src}' + (f', line {line}' if line is not None else '')
-    where += f', row {row}' if row is not None else ''
-    raise err(f'{where}: {reason}')
+    return where + (f', row {row}' if row is not None else '')
+
+def _fail(src, reason, line=None, row=None, err=DataError):
+    raise err(f'{_where(src, line, row)}: {reason}')
 
 # %% ../nbs/00_data.ipynb #116d0671
 class _LongInt:
@@ -291,9 +294,10 @@ def _records(source):
     if hub_id and not path.suffix: return _hub_records(source)  # owner/name: a Hugging Face dataset
     _fail(source, 'no such file')
 
-def iter_rows(source, invalid:list|None=None):
-    "The checked rows of `source`, one at a time as they are read; blank rows go to `invalid` (a list)."
-    n, name = 0, source if isinstance(source, (str, os.PathLike)) else 'data'
+def _placed_rows(source, invalid:list|None=None, name=None):
+    "The checked rows of `source`, each with where it was read (`{'line': 3}` or `{'row_idx': 2}`)."
+    n = 0
+    name = name or (source if isinstance(source, (str, os.PathLike)) else 'data')
     for record, where in _records(source):
         try: row = validate_row(record, name, **where)
         except EmptyField as e:
@@ -301,8 +305,12 @@ def iter_rows(source, invalid:list|None=None):
             invalid.append(str(e))
             continue
         n += 1
-        yield row
+        yield row, where
     if not n: _fail(name, 'no rows found')
+
+def iter_rows(source, invalid:list|None=None):
+    "The checked rows of `source`, one at a time as they are read; blank rows go to `invalid` (a list)."
+    for row, _ in _placed_rows(source, invalid): yield row
 
 def load_rows(source, invalid:list|None=None) -> list[dict]:
     "Read and check the rows of `source`; blank rows go to `invalid` (a list)."
