@@ -364,8 +364,9 @@ def _read_url(url:str):
             raise type(e)(str(e).replace(str(path), url, 1)) from None
 
 def _hub_records(name:str):
+    "The `train` split of Hugging Face dataset `name`, streamed: rows as they arrive."
     import datasets
-    ds = datasets.load_dataset(name, split='train')
+    ds = datasets.load_dataset(name, split='train', streaming=True)  # no full download
     for i, r in enumerate(ds): yield dict(r), {'row_idx': i}
 
 def _records(source):
