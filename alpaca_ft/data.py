@@ -261,7 +261,7 @@ def _json_records(path):
     "The elements of the JSON array in `path` (or in a wrapper object), read a chunk at a time by ijson."
     with _json_file(path) as f:
         events = _json_events(f)
-        first, _ = next(events)
+        first, _ = next(events, (None, None))
         if first == 'start_array':  # the usual case: one pass, each element built as it is read
             for event, value in events:
                 if event == 'end_array': break
