@@ -241,7 +241,7 @@ def _json_file(path):
     return f
 
 def _wrapper_key(path, limit:int=100) -> str|None:
-    "Which of `data`, `rows`, `train` in the JSON object in `path` holds the rows, as `_read_json_whole` finds."
+    "Which of `data`, `rows`, `train` in the JSON object in `path` holds the rows (as `json` would find)."
     with _json_file(path) as f:
         last, seen, key, depth = {}, set(), None, 0  # each top-level key: whether its value is an array
         for event, value in _json_events(f):
@@ -366,11 +366,12 @@ def _read_url(url:str):
 def _hub_records(name:str):
     "The `train` split of Hugging Face dataset `name`, streamed: rows as they arrive."
     import datasets
-    ds = datasets.load_dataset(name, split='train', streaming=True)  # no full download
+    # streamed: no download of the whole dataset first
+    ds = datasets.load_dataset(name, split='train', streaming=True)
     for i, r in enumerate(ds): yield dict(r), {'row_idx': i}
 
 def _records(source):
-    "Raw records of `source`, each with where it was found: read as they are asked for."
+    "Raw records of `source`, each with where it was found, read when asked for."
     if not isinstance(source, (str, os.PathLike)):  # rows in memory
         if hasattr(source, 'columns') and hasattr(source, 'to_dict'):  # a DataFrame
             source = source.astype(object).where(source.notna(), None)  # NaN: none
@@ -393,11 +394,12 @@ def _records(source):
                         f'expected one of {sorted(READERS)}')
         return READERS[suffix](path)
     hub_id = source.count('/') == 1 and not source.startswith(('.', '/'))
-    if hub_id and not path.suffix: return _hub_records(source)  # owner/name: a Hugging Face dataset
+    if hub_id and not path.suffix:  # owner/name: a Hugging Face dataset
+        return _hub_records(source)
     _fail(source, 'no such file')
 
 def _placed_rows(source, invalid:list|None=None, name=None):
-    "The checked rows of `source`, each with where it was read (`{'line': 3}` or `{'row_idx': 2}`)."
+    "The checked rows of `source`, each with where it was read: `{'line': 3}`."
     n = 0
     name = name or (source if isinstance(source, (str, os.PathLike)) else 'data')
     for record, where in _records(source):
@@ -411,7 +413,7 @@ def _placed_rows(source, invalid:list|None=None, name=None):
     if not n: _fail(name, 'no rows found')
 
 def iter_rows(source, invalid:list|None=None):
-    "The checked rows of `source`, one at a time as they are read; blank rows go to `invalid` (a list)."
+    "The checked rows of `source`, one at a time; blank rows go to list `invalid`."
     for row, _ in _placed_rows(source, invalid): yield row
 
 def load_rows(source, invalid:list|None=None) -> list[dict]:

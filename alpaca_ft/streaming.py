@@ -43,7 +43,7 @@ def _restore_env(name:str, value:str|None):
         os.unsetenv(name)
 
 def _tokenize_parallel(path:Path, tokenize, num_proc:int, batch_size:int) -> datasets.Dataset:
-    "`tokenize` (text columns and row numbers -> ids and labels) over Arrow file `path` in `num_proc` processes."
+    "`tokenize` (text columns, row numbers -> ids, labels) over Arrow file `path` in `num_proc` processes."
     before = os.environ.get('TOKENIZERS_PARALLELISM')
     ds = datasets.Dataset.from_file(str(path))  # memory-mapped: the processes read their shards from disk
     try: ds = ds.map(tokenize, batched=True, batch_size=batch_size, num_proc=num_proc, with_indices=True,

@@ -256,7 +256,8 @@ def tokenize_chats(
         except ValueError as e:
             first = str(messages[0].get('content', ''))[:40] if messages else ''
             err = DataError(f'conversation {k} (starting {first!r}): {e}')
-            err.conversation, err.reason = k, str(e)  # for a caller that knows where it was read
+            # for a caller that knows where conversation k was read (prepare)
+            err.conversation, err.reason = k, str(e)
             raise err from None
         texts.append(text)
         spans.append(where)
