@@ -19,7 +19,8 @@ _FLAGS = {'pack_strategy': 'pack'}  # Python argument -> option, where the names
 def as_flags(s:str) -> str:
     "A library message's Python arguments as the command's options: `overwrite=True` -> `--overwrite`."
     s = re.sub(r"\b(resume|overwrite|train_on_inputs)=True\b", lambda m: '--' + m[1].replace('_', '-'), s)
-    return re.sub(r"\b(max_seq_len|overlong|pack_strategy|template|max_new_tokens)=('?)([^\s',;)]+)\2",
+    names = 'max_seq_len|overlong|pack_strategy|template|max_new_tokens|weight_by'
+    return re.sub(rf"\b({names})=('?)([^\s',;)]+)\2",
                   lambda m: f"--{_FLAGS.get(m[1], m[1]).replace('_', '-')} {m[3]}", s)
 
 def _one_line(s:str, limit:int=800) -> str:
@@ -87,6 +88,8 @@ def _add_prepare(sub):
     p.add_argument('--weights', type=float, nargs='+', default=None, metavar='W',
                    help='one weight a source: its share of the train rows (drawn with replacement '
                         'where a source has too few)')
+    p.add_argument('--weight-by', choices=['rows', 'tokens'], default='rows',
+                   help='what --weights share out: train rows (default) or train tokens')
     p.add_argument('--keep-duplicates', action='store_true',
                    help='keep exact duplicate rows (by default they are dropped and counted)')
     p.add_argument('--wandb', choices=WANDB_MODES, default='offline', help='W&B mode (online needs a key)')
@@ -104,7 +107,7 @@ def _run_prepare(a):
             seed=a.seed, pack_strategy=a.pack, train_on_inputs=a.train_on_inputs, template=a.template,
             train_turns=a.train_turns, overlong=a.overlong, num_proc=a.num_proc, wandb=a.wandb,
             wandb_project=a.wandb_project, overwrite=a.overwrite, progress=a.progress,
-            dedup=not a.keep_duplicates, weights=a.weights)
+            dedup=not a.keep_duplicates, weights=a.weights, weight_by=a.weight_by)
 
 # %% ../nbs/20_cli.ipynb #fb5d974e
 TINY_HEADS = 4

@@ -10,7 +10,6 @@ import matplotlib.pyplot as plt
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from transformers import get_cosine_schedule_with_warmup
 from .batching import attention_mask_for
 
 # %% auto #0
@@ -100,6 +99,8 @@ def evaluate(model, loader, device=torch.device('cpu'), autocast_dtype=None,
 # %% ../nbs/12_loop.ipynb #9a2c92cf
 def build_scheduler(opt, warmup_steps: int, total_steps: int, step: int = 0):
     "Cosine decay with linear warmup (transformers'), placed after `step` steps."
+    # imported here: transformers' optimization module loads peft too, seconds at start
+    from transformers import get_cosine_schedule_with_warmup
     for g in opt.param_groups: g.setdefault('initial_lr', g['lr'])
     return get_cosine_schedule_with_warmup(opt, warmup_steps, total_steps,
                                            last_epoch=step - 1)

@@ -241,8 +241,10 @@ def pack_lengths(packs: datasets.Dataset) -> np.ndarray:
 def pack_stats(packs: datasets.Dataset, max_seq_len: int) -> dict:
     "Sequences, tokens, label tokens and fill of `packs`."
     n, tokens = len(packs), int(pack_lengths(packs).sum())
-    labels = int(
-        (pc.list_flatten(packs.data.column('labels')).to_numpy() != -100).sum()
+    # a chunk at a time: a million rows' labels as one array would be gigabytes
+    labels = sum(
+        pc.sum(pc.not_equal(pc.list_flatten(c), -100)).as_py() or 0
+        for c in packs.data.column('labels').chunks
     )
     return {
         'sequences': n,

@@ -26,15 +26,17 @@ from .tracking import (TABLE_ROWS, WANDB_MODES, artifact_name, artifact_record, 
                                 init_run, kept_environ, log_dir_artifact, log_tables)
 
 # %% auto #0
-__all__ = ['TEMPLATES', 'OVERLONG', 'logger', 'SAMPLE_NAME', 'FEATURES', 'TOKENIZER_DIR', 'MANIFEST_KEYS', 'prepare',
+__all__ = ['TEMPLATES', 'OVERLONG', 'WEIGHT_BY', 'logger', 'SAMPLE_NAME', 'FEATURES', 'TOKENIZER_DIR', 'MANIFEST_KEYS', 'prepare',
            'check_weights', 'check_options', 'load_sources', 'load_each', 'load_data_tokenizer',
-           'tokenizer_fingerprint', 'log_raw', 'split_rows', 'mix_counts', 'mix_rows', 'select_index', 'select_rows',
-           'tokenize_rows', 'tokenize_splits', 'pack_splits', 'fingerprint', 'source_shares', 'make_manifest',
-           'write_output', 'read_manifest', 'verify_fingerprint', 'log_packed', 'prepare_dataset']
+           'tokenizer_fingerprint', 'log_raw', 'split_rows', 'mix_counts', 'mix_rows', 'token_weights', 'mean_tokens',
+           'select_index', 'select_rows', 'tokenize_rows', 'tokenize_splits', 'pack_splits', 'fingerprint',
+           'source_shares', 'make_manifest', 'write_output', 'read_manifest', 'verify_fingerprint', 'log_packed',
+           'prepare_dataset']
 
 # %% ../nbs/08_prepare.ipynb #11f46b2d
 TEMPLATES = ('alpaca', 'chat')  # the built-in ones; a format string or a function of the row works too
 OVERLONG = ('truncate', 'drop')
+WEIGHT_BY = ('rows', 'tokens')  # what weights share out
 logger = logging.getLogger('alpaca_ft')
 
 def _is_rows(source) -> bool:
@@ -75,11 +77,14 @@ def check_weights(weights, n_sources:int):
     if not sum(weights) > 0: raise ValueError('weights must not all be zero')
 
 def check_options(data, out, tokenizer, max_seq_len, eval_size, seed, pack_strategy, template, overlong,
-                  num_proc, wandb, overwrite, dedup=True, weights=None):
+                  num_proc, wandb, overwrite, dedup=True, weights=None, weight_by='rows'):
     "Check `prepare_dataset`'s options before any work: an error naming the argument."
     if not isinstance(out, (str, os.PathLike)) or not str(out):
         raise TypeError(f'out must be a folder name, got {out!r}')
     check_weights(weights, len(data) if data else 1)
+    if weight_by not in WEIGHT_BY:
+        raise ValueError(f'weight_by must be one of {", ".join(WEIGHT_BY)}; got {weight_by!r}')
+    if weight_by == 'tokens' and weights is None: raise ValueError("weight_by='tokens' needs weights")
     if not isinstance(dedup, bool): raise ValueError(f'dedup must be True or False, got {dedup!r}')
     if data is not None and not all(isinstance(s, (str, os.PathLike)) or _is_rows(s) for s in data):
         bad = next(s for s in data if not (isinstance(s, (str, os.PathLike)) or _is_rows(s)))
@@ -205,21 +210,43 @@ def mix_counts(weights, total:int) -> list[int]:
     for i in by_remainder[:total - sum(counts)]: counts[i] += 1
     return counts
 
-def mix_rows(groups:list[list[int]], weights, seed:int=42) -> list[int]:
-    "As many rows as `groups` hold, drawn from each by `weights`, seeded (repeats past a whole pass)."
+def mix_rows(groups:list[list[int]], weights, seed:int=42, total:int|None=None) -> list[int]:
+    "`total` rows (default: as many as `groups` hold) drawn from each group by `weights`, seeded."
     rng = random.Random(f'mix {seed}')  # its own generator: the split's draws stay as they were
-    mixed = []
-    for i, (group, n) in enumerate(zip(groups, mix_counts(weights, sum(map(len, groups))))):
+    mixed, total = [], sum(map(len, groups)) if total is None else total
+    for i, (group, n) in enumerate(zip(groups, mix_counts(weights, total))):
         if n and not group: raise DataError(f'source {i + 1} has no train rows, but weights asks for {n}')
         whole, rest = divmod(n, len(group)) if group else (0, 0)
         mixed += group * whole + rng.sample(group, rest)
     rng.shuffle(mixed)
     return mixed
 
+def token_weights(weights, row_tokens, sizes) -> tuple[list[float], int]:
+    ("Row weights and a row total that give each source `weights`' share of the tokens, from each "
+     "source's mean tokens a row (`row_tokens`) and its distinct train rows (`sizes`).")
+    tokens = sum(n * t for n, t in zip(sizes, row_tokens))  # what the distinct train rows hold
+    rows = [w / sum(weights) * tokens / max(t, 1.0) for w, t in zip(weights, row_tokens)]
+    return rows, max(1, round(sum(rows)))
+
+def mean_tokens(rows, origin, n_sources:int, tokenizer, template='alpaca', max_seq_len:int=1024,
+                seed:int=42, sample:int=1000, train_turns:str='all') -> list[float]:
+    "Each source's mean tokens a row (at most `max_seq_len`), from a seeded sample of up to `sample` rows."
+    origin, rng, means = np.asarray(origin), random.Random(f'tokens {seed}'), []
+    for i in range(n_sources):
+        where = np.flatnonzero(origin == i).tolist()
+        picked = sorted(rng.sample(where, min(sample, len(where))))
+        part = rows.take(picked) if hasattr(rows, 'take') else [rows[j] for j in picked]
+        lengths = [min(len(ids), max_seq_len) for batch in token_batches(
+                       part, tokenizer, template, progress=False, train_turns=train_turns)
+                   for ids in batch['input_ids']]
+        means.append(sum(lengths) / len(lengths) if lengths else 0.0)
+    return means
+
 def select_index(origin, row_keys, prompt_keys, n_sources:int, eval_size=None, seed:int=42, dedup:bool=True,
-                 weights=None) -> tuple[dict, dict, dict, list[dict]]:
+                 weights=None, row_tokens=None) -> tuple[dict, dict, dict, list[dict]]:
     ("`select_rows` on arrays: each row's source and its `row_key`/`prompt_key` digests in; the train and "
-     "eval row numbers (numpy), their sources, counts and per-source figures out.")
+     "eval row numbers (numpy), their sources, counts and per-source figures out. With `row_tokens` (each "
+     "source's mean tokens a row) `weights` share out tokens, not rows.")
     origin = np.asarray(origin)
     dup = _first_seen(row_keys)
     first = np.full(int(dup.max()) + 1 if len(dup) else 0, len(dup))
@@ -231,7 +258,9 @@ def select_index(origin, row_keys, prompt_keys, n_sources:int, eval_size=None, s
     distinct_train = np.bincount(kept_origin[train], minlength=n_sources)
     if weights is not None:
         groups = [train[kept_origin[train] == i].tolist() for i in range(n_sources)]
-        train = np.asarray(mix_rows(groups, weights, seed), np.int64)
+        share, total = (weights, None) if row_tokens is None else token_weights(
+            weights, row_tokens, list(map(len, groups)))
+        train = np.asarray(mix_rows(groups, share, seed, total), np.int64)
     group = _first_seen(keys)
     in_train = np.zeros(int(group.max()) + 1 if len(group) else 0, bool)
     in_train[group[train]] = True
@@ -244,18 +273,19 @@ def select_index(origin, row_keys, prompt_keys, n_sources:int, eval_size=None, s
     for i, s in enumerate(per):
         s['upsampled'] = max(0, s['train_rows'] - int(distinct_train[i]))  # drawn again, with replacement
         if weights is not None: s['weight'] = weights[i]
+        if row_tokens is not None: s['mean_tokens'] = round(float(row_tokens[i]), 2)
     counts['upsampled'] = sum(s['upsampled'] for s in per)
     index = {'train': keep[train], 'eval': keep[evl]}
     return index, {name: origin[i] for name, i in index.items()}, counts, per
 
 def select_rows(per_source:list[list[dict]], eval_size=None, seed:int=42, dedup:bool=True,
-                weights=None) -> tuple[dict, dict, dict, list[dict]]:
+                weights=None, row_tokens=None) -> tuple[dict, dict, dict, list[dict]]:
     "Drop exact duplicates, split by prompt, mix train by `weights`: splits, sources, counts, per source."
     rows = [row for got in per_source for row in got]
     origin = [i for i, got in enumerate(per_source) for _ in got]
     keys = lambda key: np.frombuffer(b''.join(map(key, rows)), np.uint64).reshape(-1, 2)
     index, sources, counts, per = select_index(origin, keys(row_key), keys(prompt_key), len(per_source),
-                                               eval_size, seed, dedup, weights)
+                                               eval_size, seed, dedup, weights, row_tokens)
     splits = {name: [rows[j] for j in idx] for name, idx in index.items()}
     return splits, {name: s.tolist() for name, s in sources.items()}, counts, per
 
@@ -439,7 +469,8 @@ def _source_lines(m:dict) -> list[str]:
     if len(per) < 2: return []
     lines = []
     for s in per:
-        weight = f"weight {s['weight']:g}, " if 'weight' in s else ''
+        of = ' of tokens' if 'mean_tokens' in s else ''
+        weight = f"weight {s['weight']:g}{of}, " if 'weight' in s else ''
         again = f" ({s['upsampled']} drawn again, with replacement)" if s['upsampled'] else ''
         lines.append(f"  {s['source']}: {weight}read {s['read']}, kept {s['kept']}, train {s['train_rows']} "
                      f"rows{again}, eval {s['eval_rows']}; {s['train_tokens']:.1%} of train tokens, "
@@ -500,18 +531,19 @@ def prepare_dataset(
     verbose:bool=True,              # log a summary (logger `alpaca_ft`, level INFO) at the end
     dedup:bool=True,                # drop exact duplicates (normalised instruction + input + output)
     weights=None,                   # one weight a source: each source's share of the train rows
+    weight_by:str='rows',           # what `weights` share out: train `rows` or train `tokens`
 ) -> dict:                          # the manifest (also in `out/manifest.json`)
     "Load, check, split, tokenize and pack `data` into the folder `out` (and log it to W&B if asked)."
     data = _sources(data)
     check_options(data, out, tokenizer, max_seq_len, eval_size, seed, pack_strategy, template, overlong,
-                  num_proc, wandb, overwrite, dedup, weights)
+                  num_proc, wandb, overwrite, dedup, weights, weight_by)
     weights = None if weights is None else [float(w) for w in weights]
     check_wandb(wandb, wandb_project)
     check_train_turns(train_turns)
     settings = {'template': template_name(template), 'max_seq_len': max_seq_len, 'overlong': overlong,
                 'pack': pack_strategy, 'train_on_inputs': train_on_inputs, 'train_turns': train_turns,
                 'seed': seed, 'dedup': dedup,
-                'weights': weights}
+                'weights': weights, 'weight_by': weight_by}
     sources, skipped = [_name(s) for s in data] if data else [SAMPLE_NAME], _Skipped()
     # rows and token ids on disk, their mapped pages given back as they are read
     with tempfile.TemporaryDirectory(prefix='alpaca_ft-prepare-') as work, pages_released():
@@ -525,8 +557,10 @@ def prepare_dataset(
             try:
                 with datasets_progress_bars(progress):
                     raw = log_raw(run, rows, data, out)
+                    means = None if weight_by == 'rows' else mean_tokens(
+                        rows, origin, len(sources), tok, template, max_seq_len, seed, train_turns=train_turns)
                     index, origin, kept, per = select_index(origin, row_keys, prompt_keys, len(sources),
-                                                            eval_size, seed, dedup, weights)
+                                                            eval_size, seed, dedup, weights, means)
                     splits = {name: rows.take(i) for name, i in index.items()}
                     near = near_duplicates(splits['eval'], splits['train'])
                     kept['near_duplicate_eval_rows'] = len(near)

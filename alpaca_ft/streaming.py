@@ -21,9 +21,9 @@ from .tokenization import tokenize_chats, tokenize_examples
 from .packing import bfd_groups, drop_unlabelled, limit_length
 
 # %% auto #0
-__all__ = ['ROWS', 'TOKENS', 'PACK_COLUMNS', 'PACKS', 'gc_paused', 'mapped_table', 'pages_released', 'datasets_progress_bars',
-           'token_batches', 'no_labels_error', 'RowReader', 'RowTable', 'rows_to_disk', 'write_rows_jsonl',
-           'split_digests', 'tokenize_to_disk', 'token_lengths', 'pack_table']
+__all__ = ['ROWS', 'TOKENS', 'PACK_COLUMNS', 'PACKS', 'gc_paused', 'mapped_table', 'release_pages', 'pages_released',
+           'datasets_progress_bars', 'token_batches', 'no_labels_error', 'RowReader', 'RowTable', 'rows_to_disk',
+           'write_rows_jsonl', 'split_digests', 'tokenize_to_disk', 'token_lengths', 'pack_table']
 
 # %% ../nbs/53_streaming.ipynb #2389f2de
 @contextmanager
@@ -61,20 +61,25 @@ def mapped_table(path) -> pa.Table:
     _MAPS.add(mm)  # the buffers below hold it, whatever tables datasets makes from them
     return pa.ipc.open_stream(pa.py_buffer(mm)).read_all()
 
+def release_pages():
+    ("Take the pages of the files mapped by `mapped_table` out of this process's resident memory now "
+     "(`MADV_DONTNEED`): they stay in the page cache, and a read maps them again.")
+    if not hasattr(mmap, 'MADV_DONTNEED'): return  # Windows: no madvise, the pages stay
+    try: maps = tuple(_MAPS)
+    except RuntimeError: return  # the set changed meanwhile (another thread): the next call does it
+    for mm in maps:
+        with contextlib.suppress(ValueError, OSError): mm.madvise(mmap.MADV_DONTNEED)
+
 @contextmanager
-def pages_released(period:float=0.25):
-    ("Every `period` seconds in the block, take the pages of the files mapped by `mapped_table` out of "
-     "this process's resident memory (`MADV_DONTNEED`): they stay in the page cache, a read maps them again.")
-    if not hasattr(mmap, 'MADV_DONTNEED'):  # Windows: no madvise, the pages stay
+def pages_released(period:float=0.1):
+    ("Every `period` seconds in the block, `release_pages`: for reads we do not drive (datasets saving "
+     "a table); our own loops call it after each batch.")
+    if not hasattr(mmap, 'MADV_DONTNEED'):
         yield
         return
     stop = threading.Event()
     def release():
-        while not stop.wait(period):
-            try: maps = tuple(_MAPS)
-            except RuntimeError: continue  # the dict changed meanwhile: next time
-            for mm in maps:
-                with contextlib.suppress(ValueError, OSError): mm.madvise(mmap.MADV_DONTNEED)
+        while not stop.wait(period): release_pages()
     thread = threading.Thread(target=release, name='alpaca_ft-pages', daemon=True)
     thread.start()
     try: yield
@@ -259,6 +264,7 @@ def write_rows_jsonl(rows, path) -> Path:
             texts = (rows.texts(start, start + 1000) if isinstance(rows, RowTable)
                      else [json.dumps(r, ensure_ascii=False) for r in rows[start:start + 1000]])
             f.write(''.join(t + '\n' for t in texts))
+            release_pages()
     return Path(path)
 
 def _first_seen(keys:np.ndarray) -> np.ndarray:
@@ -391,6 +397,7 @@ def _write_groups(writer, table:pa.Table, lengths:np.ndarray, groups:list, per_b
         first = np.concatenate([[0], np.cumsum(np.fromiter(map(len, part), np.int64, len(part)))])
         ends = np.concatenate([[0], np.cumsum(n)])
         writer.write_batch(_pack_batch(cols, ends[first], n, first))
+        release_pages()  # the token pages this batch read
 
 def _runs(column, size:int):
     "The values of a list `column` end to end, `size` at a time (the last run may be shorter)."
@@ -415,13 +422,16 @@ def _write_greedy(writer, table:pa.Table, lengths:np.ndarray, max_seq_len:int, p
         cols['position_ids'] = np.tile(np.arange(max_seq_len, dtype=np.int32), m)
         writer.write_batch(_pack_batch(cols, np.arange(m + 1) * max_seq_len, np.full(m, max_seq_len),
                                        np.arange(m + 1)))
+        release_pages()
 
 def _fingerprint(packs:pa.Table) -> str:
     "What `packing.to_dataset` makes the fingerprint of these packs, read from the file a batch at a time."
     h = hashlib.blake2b(_offsets(packs.column('input_ids').chunks).tobytes(), digest_size=8)
     for k in PACK_COLUMNS:
         h.update(k.encode())
-        for c in packs.column(k).chunks: h.update(_values(c))
+        for c in packs.column(k).chunks:
+            h.update(_values(c))
+            release_pages()
     h.update(_offsets(packs.column('seq_lengths').chunks).tobytes())
     return h.hexdigest()
 

@@ -114,11 +114,28 @@ def run_child(name, data, tok_dir, work:Path, pythonpath:str, timeout:int) -> di
                HF_HUB_OFFLINE='1', HF_DATASETS_OFFLINE='1', WANDB_MODE='disabled', TMPDIR=str(work))
     cmd = [sys.executable, __file__, '--child', name, '--data', str(data), '--tokenizer', str(tok_dir),
            '--work', str(work)]
-    try: p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired: return {'error': f'over {timeout} s'}
-    line = next((l for l in reversed(p.stdout.splitlines()) if l.startswith('RESULT ')), None)
-    if p.returncode or line is None: return {'error': (p.stderr.strip().splitlines() or ['?'])[-1][:200]}
+    with open(work/'stdout', 'w+') as out, open(work/'stderr', 'w+') as err:
+        p, peak, start = subprocess.Popen(cmd, env=env, stdout=out, stderr=err), 0, time.monotonic()
+        while p.poll() is None:  # the child's peak so far, from the kernel: known even if it is cut off
+            peak = max(peak, _hwm_mb(p.pid))
+            if time.monotonic() - start > timeout:
+                p.kill()
+                p.wait()
+                return {'error': f'over {timeout} s', 'peak_rss_mb': peak, 'seconds': timeout}
+            time.sleep(1)
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    line = next((l for l in reversed(stdout.splitlines()) if l.startswith('RESULT ')), None)
+    if p.returncode or line is None: return {'error': (stderr.strip().splitlines() or ['?'])[-1][:200]}
     return json.loads(line[len('RESULT '):])
+
+
+def _hwm_mb(pid:int) -> int:
+    "The peak resident memory (VmHWM) of process `pid` so far, in MB; 0 once it is gone."
+    try:
+        with open(f'/proc/{pid}/status') as f:
+            return next((int(l.split()[1]) // 1024 for l in f if l.startswith('VmHWM:')), 0)
+    except OSError: return 0
 
 
 def main(argv=None) -> int:
@@ -162,7 +179,10 @@ def main(argv=None) -> int:
     print(f'\n{a.rows:,} rows, max_seq_len {MAX_LEN}, bfd; peak RSS of each in its own process')
     print(f"{'':16} {'peak RSS MB':>12} {'x bare':>8} {'seconds':>8} {'x bare':>8}")
     for n, r in results.items():
-        if 'error' in r: print(f'{n:16} error: {r["error"]}'); continue
+        if 'error' in r:
+            so_far = f' (peak RSS {r["peak_rss_mb"]:,} MB when cut off)' if r.get('peak_rss_mb') else ''
+            print(f'{n:16} error: {r["error"]}{so_far}')
+            continue
         ratio = f"{r['peak_rss_mb'] / base:.2f}" if base else '-'
         t_base = results.get('bare', {}).get('seconds')
         t_ratio = f"{r['seconds'] / t_base:.2f}" if t_base else '-'

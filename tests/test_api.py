@@ -27,6 +27,13 @@ def test_import_is_light():
     assert out.stdout.strip() == '[]', out.stdout + out.stderr
 
 
+def test_train_module_leaves_peft_until_lora_is_asked_for():
+    "`import alpaca_ft.train` (what `alpaca_ft train --help` needs) loads no peft: LoRA imports it when used."
+    code = 'import sys, alpaca_ft.train; print("peft" in sys.modules, "trl" in sys.modules)'
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.strip() == 'False False', out.stdout + out.stderr
+
+
 def test_every_name_resolves_and_none_is_a_module():
     modules = {m.name for m in pkgutil.iter_modules(alpaca_ft.__path__)}
     assert {'prepare', 'train', 'generate', 'demo', 'batching'} <= modules

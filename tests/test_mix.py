@@ -138,3 +138,64 @@ def test_an_empty_list_of_data_is_refused_not_read_as_the_sample(tmp_path, empty
         from alpaca_ft.prepare import prepare_dataset
         prepare_dataset(empty, out=tmp_path/'o', progress=False)
     assert not (tmp_path/'o').exists()
+
+
+def _short_and_long(n:int=120):
+    "Two sources: one-word answers, and answers of about sixty words."
+    short = [{'instruction': f'Say yes to question {i}.', 'input': '', 'output': 'Yes.'} for i in range(n)]
+    long = [{'instruction': f'Describe item {i}.', 'input': '',
+             'output': ' '.join(f'word{(i * 7 + j) % 50}' for j in range(60))} for i in range(n)]
+    return short, long
+
+
+def test_weight_by_tokens_shares_out_tokens_not_rows(tmp_path):
+    "Half the weight each: by rows the short source gets half the rows and few tokens; by tokens, half the tokens."
+    from alpaca_ft.prepare import prepare_dataset
+    short, long = _short_and_long()
+    common = dict(max_seq_len=256, eval_size=20, weights=[1, 1], wandb='disabled', progress=False, verbose=False)
+    by_rows = prepare_dataset([short, long], out=tmp_path/'rows', **common)
+    by_tokens = prepare_dataset([short, long], out=tmp_path/'tokens', weight_by='tokens', **common)
+    r0, r1 = by_rows['per_source']
+    t0, t1 = by_tokens['per_source']
+    assert r0['train_rows'] == r1['train_rows'] and r0['train_tokens'] < 0.3  # rows are shared, tokens not
+    assert abs(t0['train_tokens'] - 0.5) < 0.03, (t0, t1)  # the sample is every row here: close to exact
+    assert t0['train_rows'] > 2 * t1['train_rows'] and t0['upsampled'] > 0  # short rows drawn again
+    assert t0['mean_tokens'] < t1['mean_tokens'] and 'mean_tokens' not in r0
+    assert by_tokens['weight_by'] == 'tokens' and by_rows['weight_by'] == 'rows'
+    # as many tokens as the distinct train rows hold, within one row's worth of rounding per source
+    tokens = lambda m: m['splits']['train']['tokens']
+    assert abs(tokens(by_tokens) - tokens(by_rows)) < 0.1 * tokens(by_rows)
+    again = prepare_dataset([short, long], out=tmp_path/'again', weight_by='tokens', **common)
+    assert again['fingerprint'] == by_tokens['fingerprint']
+
+
+@pytest.mark.parametrize('kw, msg', [(dict(weight_by='tokens'), "weight_by='tokens' needs weights"),
+                                     (dict(weights=[1, 1], weight_by='bytes'), 'weight_by must be one of')])
+def test_bad_weight_by_is_refused_before_any_work(tmp_path, monkeypatch, kw, msg):
+    import alpaca_ft.prepare as P
+    def no_work(*a, **k): raise AssertionError('rows were loaded before the options were checked')
+    monkeypatch.setattr(P, 'iter_rows', no_work)
+    short, long = _short_and_long(10)
+    with pytest.raises(ValueError, match=msg):
+        P.prepare_dataset([short, long], out=tmp_path/'out', wandb='disabled', progress=False, **kw)
+    assert not (tmp_path/'out').exists()
+
+
+def test_cli_weight_by_tokens(tmp_path):
+    "The command line's --weight-by: a summary line per source says the weight is of tokens; bad use exits 2."
+    import subprocess, sys
+    short, long = _short_and_long()
+    files = []
+    for name, rows in (('short', short), ('long', long)):
+        files.append(tmp_path/f'{name}.jsonl')
+        files[-1].write_text(''.join(json.dumps(r) + '\n' for r in rows), encoding='utf-8')
+    cli = [sys.executable, '-c', 'import sys; from alpaca_ft.cli import main; sys.exit(main())']
+    run = lambda *a: subprocess.run([*cli, 'prepare', *map(str, files),
+                                     '--max-seq-len', '256', '--wandb', 'disabled', '--no-progress', *a],
+                                    capture_output=True, text=True)
+    ok = run('--out', tmp_path/'out', '--weights', '1', '1', '--weight-by', 'tokens')
+    assert ok.returncode == 0, ok.stderr
+    assert 'weight 1 of tokens' in ok.stderr + ok.stdout
+    bad = run('--out', tmp_path/'bad', '--weight-by', 'tokens')
+    assert bad.returncode == 2 and '--weight-by tokens needs weights' in bad.stderr
+    assert 'Traceback' not in bad.stderr and not (tmp_path/'bad').exists()
