@@ -5,6 +5,7 @@
 # %% ../nbs/00_data.ipynb #0d35745f
 from __future__ import annotations
 import codecs, csv, importlib.resources, io, json, os, re, shutil, sys, tempfile, threading
+import ijson
 from urllib.parse import urlsplit
 from pathlib import Path
 
@@ -45,10 +46,13 @@ class DataError(ValueError):
 class EmptyField(DataError):
     "A well-formed row whose `instruction` or `output` is blank: there is nothing to learn from it."
 
-def _fail(src, reason, line=None, row=None, err=DataError):
+def _where(src, line=None, row=None) -> str:
+    "How an error names a place: the source, then its line or row when known."
     where = f'{src}' + (f', line {line}' if line is not None else '')
-    where += f', row {row}' if row is not None else ''
-    raise err(f'{where}: {reason}')
+    return where + (f', row {row}' if row is not None else '')
+
+def _fail(src, reason, line=None, row=None, err=DataError):
+    raise err(f'{_where(src, line, row)}: {reason}')
 
 # %% ../nbs/00_data.ipynb #116d0671
 class _LongInt:
@@ -170,8 +174,8 @@ def _loads(text:str, path, line=None):
     _fail(path, 'JSON nested too deeply to read (rows need only a few levels)',
           line=line if line is not None else _too_deep_line(text))
 
-def _read_json(path):
-    "The records of a JSON array, read whole (a JSON array has no line to stop at; JSONL streams)."
+def _read_json_whole(path):
+    "The records of a JSON array, read whole by `json`: `_read_json`'s fallback, whose errors name the line."
     text = _read_text(path)
     try: data = _loads(text, path)
     except json.JSONDecodeError as e: _fail(path, f'invalid JSON: {e.msg}', line=e.lineno)
@@ -180,6 +184,106 @@ def _read_json(path):
         if wrapped: data = wrapped[0]
     if not isinstance(data, list): _fail(path, 'expected a JSON array of rows')
     return [(r, {'row_idx': i}) for i, r in enumerate(data)]
+
+class _ReadWhole(Exception):
+    "Raised by the incremental JSON reader where only `json`, reading the whole text, reads as `json` reads."
+
+# a \uD800-\uDBFF escape with no \uDC00-\uDFFF one after it, or one of those alone: ijson's C parser
+# would read it as '?', json as a lone surrogate
+_LONE = re.compile(rb'(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}'
+                   rb'|\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})')
+_SURROGATE = re.compile(rb'\\u[dD][89a-fA-F]')  # any surrogate escape: a quick look before the slow one
+_OPEN, _CLOSE = ('start_map', 'start_array'), ('end_map', 'end_array')
+
+def _json_events(f, size:int=1 << 16):
+    "ijson's parse events for the JSON text in binary file `f`, read `size` bytes at a time."
+    events, carry = ijson.sendable_list(), b''
+    parser = ijson.basic_parse_coro(events, use_float=True)
+    while True:
+        chunk = f.read(size)
+        window = carry + chunk  # each escape is judged once, with the 6 bytes either side of it in view
+        last = len(window) - 11 if chunk else len(window)
+        lone = _SURROGATE.search(window) and any(min(len(carry), 6) <= m.start() < last
+                                                 for m in _LONE.finditer(window))
+        if lone: raise _ReadWhole
+        carry = window[-17:]
+        try:
+            if chunk: parser.send(chunk)
+            else: parser.close()
+        except (ijson.JSONError, ValueError) as e:  # integers past 64 bits, NaN, errors: json decides
+            raise _ReadWhole from e
+        yield from events
+        del events[:]
+        if not chunk: return
+
+def _json_value(events, event, value, level:int, limit:int=100):
+    "The value that starts with `event` at nesting `level`, built from `events`; past `limit`: `_ReadWhole`."
+    if event not in _OPEN: return value
+    builder, depth = ijson.ObjectBuilder(), level
+    builder.event(event, value)
+    for event, value in events:
+        builder.event(event, value)
+        if event in _OPEN:
+            depth += 1
+            if depth > limit: raise _ReadWhole  # json says where, and whether it can read it at all
+        elif event in _CLOSE:
+            depth -= 1
+            if depth < level: return builder.value
+
+def _json_file(path):
+    "`path` opened for reading past a UTF-8 byte-order mark; any other kind of text: `_ReadWhole`."
+    f = open(path, 'rb')
+    head = f.read(8192)
+    if b'\x00' in head or not head.strip() or any(head.startswith(b) for b, e in _BOMS if e != 'utf-8-sig'):
+        f.close()
+        raise _ReadWhole  # UTF-16/32, binary or blank: `_read_text` names it or decodes it
+    f.seek(len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0)
+    return f
+
+def _wrapper_key(path, limit:int=100) -> str|None:
+    "Which of `data`, `rows`, `train` in the JSON object in `path` holds the rows (as `json` would find)."
+    with _json_file(path) as f:
+        last, seen, key, depth = {}, set(), None, 0  # each top-level key: whether its value is an array
+        for event, value in _json_events(f):
+            if depth == 1 and event == 'map_key':
+                if value in last: seen.add(value)  # a repeated key: json keeps the last value
+                key = value
+            elif depth == 1 and event != 'end_map': last[key] = event == 'start_array'
+            if event in _OPEN:
+                depth += 1
+                if depth > limit: raise _ReadWhole
+            elif event in _CLOSE: depth -= 1
+    key = next((k for k in ('data', 'rows', 'train') if last.get(k)), None)
+    if key in seen: raise _ReadWhole
+    return key
+
+def _json_records(path):
+    "The elements of the JSON array in `path` (or in a wrapper object), read a chunk at a time by ijson."
+    with _json_file(path) as f:
+        events = _json_events(f)
+        first, _ = next(events, (None, None))
+        if first == 'start_array':  # the usual case: one pass, each element built as it is read
+            for event, value in events:
+                if event == 'end_array': break
+                yield _json_value(events, event, value, 2)
+            for _ in events: pass  # the parser reads on: only white space may follow
+            return
+    if first != 'start_map': raise _ReadWhole  # a string, a number: json names it
+    key = _wrapper_key(path)  # a first pass checks the whole file and finds the array
+    if key is None: _fail(path, 'expected a JSON array of rows')
+    with _json_file(path) as f: yield from ijson.items(f, f'{key}.item', use_float=True)
+
+def _read_json(path):
+    ("The records of a JSON array, read a chunk at a time by ijson; where it cannot read the file as `json` "
+     "does (an error, NaN, an integer past 64 bits), `json` reads it whole from where ijson stopped.")
+    n = 0
+    try:
+        for record in _json_records(path):
+            yield record, {'row_idx': n}
+            n += 1
+        return
+    except _ReadWhole: pass
+    yield from _read_json_whole(path)[n:]
 
 def _lines(path:Path, newline:str):
     "The lines of text file `path` as a stream; odd files (UTF-16, binary, blank) go through `_read_text`."
@@ -260,12 +364,14 @@ def _read_url(url:str):
             raise type(e)(str(e).replace(str(path), url, 1)) from None
 
 def _hub_records(name:str):
+    "The `train` split of Hugging Face dataset `name`, streamed: rows as they arrive."
     import datasets
-    ds = datasets.load_dataset(name, split='train')
+    # streamed: no download of the whole dataset first
+    ds = datasets.load_dataset(name, split='train', streaming=True)
     for i, r in enumerate(ds): yield dict(r), {'row_idx': i}
 
 def _records(source):
-    "Raw records of `source`, each with where it was found: read as they are asked for."
+    "Raw records of `source`, each with where it was found, read when asked for."
     if not isinstance(source, (str, os.PathLike)):  # rows in memory
         if hasattr(source, 'columns') and hasattr(source, 'to_dict'):  # a DataFrame
             source = source.astype(object).where(source.notna(), None)  # NaN: none
@@ -288,12 +394,14 @@ def _records(source):
                         f'expected one of {sorted(READERS)}')
         return READERS[suffix](path)
     hub_id = source.count('/') == 1 and not source.startswith(('.', '/'))
-    if hub_id and not path.suffix: return _hub_records(source)  # owner/name: a Hugging Face dataset
+    if hub_id and not path.suffix:  # owner/name: a Hugging Face dataset
+        return _hub_records(source)
     _fail(source, 'no such file')
 
-def iter_rows(source, invalid:list|None=None):
-    "The checked rows of `source`, one at a time as they are read; blank rows go to `invalid` (a list)."
-    n, name = 0, source if isinstance(source, (str, os.PathLike)) else 'data'
+def _placed_rows(source, invalid:list|None=None, name=None):
+    "The checked rows of `source`, each with where it was read: `{'line': 3}`."
+    n = 0
+    name = name or (source if isinstance(source, (str, os.PathLike)) else 'data')
     for record, where in _records(source):
         try: row = validate_row(record, name, **where)
         except EmptyField as e:
@@ -301,8 +409,12 @@ def iter_rows(source, invalid:list|None=None):
             invalid.append(str(e))
             continue
         n += 1
-        yield row
+        yield row, where
     if not n: _fail(name, 'no rows found')
+
+def iter_rows(source, invalid:list|None=None):
+    "The checked rows of `source`, one at a time; blank rows go to list `invalid`."
+    for row, _ in _placed_rows(source, invalid): yield row
 
 def load_rows(source, invalid:list|None=None) -> list[dict]:
     "Read and check the rows of `source`; blank rows go to `invalid` (a list)."

@@ -125,12 +125,12 @@ def load_sources(data, template:str='alpaca') -> tuple[list[dict], list[str], li
     per_source, names, invalid = load_each(data, template)
     return [row for rows in per_source for row in rows], names, invalid
 
-def _checked(source, invalid:list, template) -> object:
-    "The checked rows of `source`, one at a time; a chat row needs `template='chat'`."
-    for i, row in enumerate(iter_rows(source, invalid)):
-        if template != 'chat' and 'messages' in row:
-            raise DataError(f"{_name(source)}, row {i}: a row with 'messages' needs template='chat'")
-        yield row
+def _checked(source, invalid:list, template) -> RowReader:
+    "The checked rows of `source` as they are read, each one's place kept; a chat row needs template='chat'."
+    from alpaca_ft.streaming import RowReader
+    chat = "a row with 'messages' needs template='chat'"
+    refuse = None if template == 'chat' else lambda row: chat if 'messages' in row else None
+    return RowReader(source, invalid, _name(source), refuse)
 
 def load_each(data, template:str='alpaca') -> tuple[list[list[dict]], list[str], list[str]]:
     "The checked rows of each source in `data` (None: the bundled sample), their names, the blank rows."

@@ -4,7 +4,7 @@
 
 # %% ../nbs/53_streaming.ipynb #94b9ee62
 from __future__ import annotations
-import contextlib, gc, hashlib, json, mmap, os, random, tempfile, threading, weakref
+import array, contextlib, gc, hashlib, json, mmap, os, random, tempfile, threading, weakref
 from contextlib import contextmanager
 from itertools import chain
 from pathlib import Path
@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets.table import MemoryMappedTable
 from tqdm.auto import tqdm
-from .data import DataError
+from .data import DataError, _placed_rows, _where
 from .split import eval_count, prompt_key, row_key
 from .prompts import render, row_messages, warn_trailing_space
 from .tokenization import tokenize_chats, tokenize_examples
@@ -22,8 +22,8 @@ from .packing import bfd_groups, drop_unlabelled, limit_length
 
 # %% auto #0
 __all__ = ['ROWS', 'TOKENS', 'PACK_COLUMNS', 'PACKS', 'gc_paused', 'mapped_table', 'release_pages', 'pages_released',
-           'datasets_progress_bars', 'token_batches', 'no_labels_error', 'RowTable', 'rows_to_disk', 'write_rows_jsonl',
-           'split_digests', 'tokenize_to_disk', 'token_lengths', 'pack_table']
+           'datasets_progress_bars', 'token_batches', 'no_labels_error', 'RowReader', 'RowTable', 'rows_to_disk',
+           'write_rows_jsonl', 'split_digests', 'tokenize_to_disk', 'token_lengths', 'pack_table']
 
 # %% ../nbs/53_streaming.ipynb #2389f2de
 @contextmanager
@@ -43,10 +43,10 @@ def _restore_env(name:str, value:str|None):
         os.unsetenv(name)
 
 def _tokenize_parallel(path:Path, tokenize, num_proc:int, batch_size:int) -> datasets.Dataset:
-    "`tokenize` (a batch of text columns -> ids and labels) over Arrow file `path` in `num_proc` processes."
+    "`tokenize` (text columns, row numbers -> ids, labels) over Arrow file `path` in `num_proc` processes."
     before = os.environ.get('TOKENIZERS_PARALLELISM')
     ds = datasets.Dataset.from_file(str(path))  # memory-mapped: the processes read their shards from disk
-    try: ds = ds.map(tokenize, batched=True, batch_size=batch_size, num_proc=num_proc,
+    try: ds = ds.map(tokenize, batched=True, batch_size=batch_size, num_proc=num_proc, with_indices=True,
                      remove_columns=ds.column_names, desc='tokenizing',
                      cache_file_name=str(path.with_name('tokens.arrow')))
     finally: _restore_env('TOKENIZERS_PARALLELISM', before)  # map leaves `false` in the C environment
@@ -115,14 +115,34 @@ def _texts(rows:list[dict], template, tokenizer) -> dict:
     return {'prompt': [p for p, _ in pairs], 'response': [r for _, r in pairs]}
 
 def _tokenizer_fn(tokenizer, template, train_on_inputs:bool, train_turns:str):
-    "A batch of `_texts` columns -> `input_ids` and `labels` (every assistant turn trained for `chat`)."
-    if template == 'chat':
-        return lambda b: tokenize_chats(b['messages'], tokenizer, train_turns, train_on_inputs)
-    return lambda b: tokenize_examples(b['prompt'], b['response'], tokenizer, train_on_inputs)
+    ("A batch of `_texts` columns and their row numbers -> `input_ids` and `labels` (every assistant turn "
+     "trained for `chat`; a conversation the chat template refuses is a `DataError` with its `row`).")
+    if template != 'chat':
+        return lambda b, rows: tokenize_examples(b['prompt'], b['response'], tokenizer, train_on_inputs)
+    def tokenize(b, rows):
+        try: return tokenize_chats(b['messages'], tokenizer, train_turns, train_on_inputs)
+        except DataError as e:
+            if hasattr(e, 'conversation'): e.row = rows[e.conversation]  # travels back from a worker
+            raise
+    return tokenize
+
+def _refused(e:DataError, rows) -> DataError:
+    "The chat template's refusal of row `e.row` of `rows`, naming where it was read when that is known."
+    where = rows.where(e.row) if isinstance(rows, RowTable) else None
+    if where is not None: return DataError(f'{where}: {e.reason}')
+    return DataError(f'conversation {e.row}' + str(e).removeprefix(f'conversation {e.conversation}'))
 
 def token_batches(rows:list[dict], tokenizer, template='alpaca', train_on_inputs:bool=False,
                   num_proc:int|None=None, progress:bool=True, batch_size:int=1000, train_turns:str='all'):
-    "Template and tokenize `rows` a batch at a time: dicts of `input_ids` and `labels`, in row order."
+    ("Template and tokenize `rows` a batch at a time: dicts of `input_ids` and `labels`, in row order. A "
+     "conversation the chat template refuses is a `DataError` naming where its row was read.")
+    try: yield from _token_batches(rows, tokenizer, template, train_on_inputs, num_proc, progress, batch_size,
+                                   train_turns)
+    except DataError as e:
+        if getattr(e, 'row', None) is None: raise
+        raise _refused(e, rows) from None
+
+def _token_batches(rows, tokenizer, template, train_on_inputs, num_proc, progress, batch_size, train_turns):
     tokenize = _tokenizer_fn(tokenizer, template, train_on_inputs, train_turns)
     if not len(rows): return
     if num_proc and num_proc > 1:  # the texts go to an Arrow file a batch at a time; the processes map it
@@ -144,7 +164,7 @@ def token_batches(rows:list[dict], tokenizer, template='alpaca', train_on_inputs
         for start in range(0, len(rows), batch_size):  # the texts of one batch at a time
             columns = _texts(rows[start:start + batch_size], template, tokenizer)
             ends += [p[-1:] for p in columns.get('prompt', [])]
-            batch = tokenize(columns)
+            batch = tokenize(columns, range(start, start + batch_size))
             bar.update(len(batch['input_ids']))
             yield batch
     if ends: warn_trailing_space(ends)
@@ -159,17 +179,48 @@ def no_labels_error(name:str, n_unlabelled:int, max_seq_len:int, overlong:str) -
 # %% ../nbs/53_streaming.ipynb #2c3bf049
 ROWS = pa.schema([('row', pa.large_string())])  # one row a line, as `json.dumps` writes it
 
+class RowReader:
+    ("The checked rows of `source` as `iter_rows` reads them, and where each was read: its line (JSONL, CSV) "
+     "or row number (the rest) in `numbers`, 8 bytes a row. `refuse(row)` may return a reason to stop.")
+    def __init__(self, source, invalid:list|None=None, name:str|None=None, refuse=None):
+        self.source, self.invalid, self.refuse = source, invalid, refuse
+        self.name = name or (str(source) if isinstance(source, (str, os.PathLike)) else 'data')
+        self.lines, self.numbers = False, array.array('q')
+    def __iter__(self):
+        for row, where in _placed_rows(self.source, self.invalid, self.name):
+            self.lines = 'line' in where
+            self.numbers.append(where['line'] if self.lines else where['row_idx'])
+            if self.refuse is not None and (reason := self.refuse(row)):
+                raise DataError(f'{self.where(-1)}: {reason}')
+            yield row
+    def where(self, i:int) -> str:
+        "Where row `i` (of the rows read) was found, as a `DataError` names it: `'rows.jsonl, line 3'`."
+        n = self.numbers[i]
+        return _where(self.name, line=n) if self.lines else _where(self.name, row=n)
+
+class _Places:
+    "Row `i` of `rows_to_disk`'s file -> where it was read, from each source's `RowReader` (None: not known)."
+    def __init__(self, readers:list, counts:list[int]):
+        self.readers, self.starts = readers, np.cumsum([0] + counts)
+    def __call__(self, i:int) -> str|None:
+        s = int(np.searchsorted(self.starts, i, side='right')) - 1
+        reader = self.readers[s]
+        return None if reader is None else reader.where(i - int(self.starts[s]))
+
 class RowTable:
     "Rows kept as JSON text in a memory-mapped Arrow file, picked by `index`: `len`, slices give dicts."
-    def __init__(self, table:pa.Table, index=None):
-        self.table = table
+    def __init__(self, table:pa.Table, index=None, places:_Places|None=None):
+        self.table, self.places = table, places
         self.index = np.arange(table.num_rows) if index is None else np.asarray(index, np.int64)
         self._chunks = table.column('row').chunks
         self._starts = np.cumsum([0] + [len(c) for c in self._chunks])
     def __len__(self): return len(self.index)
     def take(self, index) -> RowTable:
         "The rows at positions `index` of these rows."
-        return RowTable(self.table, self.index[np.asarray(index, np.int64)])
+        return RowTable(self.table, self.index[np.asarray(index, np.int64)], self.places)
+    def where(self, i:int) -> str|None:
+        "Where row `i` of these rows was read (`'rows.jsonl, line 3'`), when its source was a `RowReader`."
+        return None if self.places is None else self.places(int(self.index[i]))
     def texts(self, start:int=0, stop:int|None=None) -> list[str]:
         "The JSON text of rows `start` to `stop`."
         idx = self.index[start:stop]
@@ -183,9 +234,9 @@ class RowTable:
         for start in range(0, len(self), 1000): yield from self[start:start + 1000]
 
 def rows_to_disk(sources, folder, batch_size:int=1000) -> tuple[RowTable, np.ndarray, np.ndarray, np.ndarray]:
-    ("The rows of each iterable in `sources` written to `folder/rows.arrow` a batch at a time: the rows, "
-     "each one's source, and its `row_key` and `prompt_key` digests (16 bytes each).")
-    path, origin = Path(folder)/'rows.arrow', []
+    ("The rows of each iterable in `sources` written to `folder/rows.arrow` a batch at a time: the rows "
+     "(where each was read, for a `RowReader`), each one's source, its `row_key` and `prompt_key` digests.")
+    path, origin, readers = Path(folder)/'rows.arrow', [], []
     row_keys, prompt_keys, batch = bytearray(), bytearray(), []
     with pa.ipc.new_stream(str(path), ROWS) as writer:
         for i, rows in enumerate(sources):
@@ -199,9 +250,12 @@ def rows_to_disk(sources, folder, batch_size:int=1000) -> tuple[RowTable, np.nda
                     writer.write_batch(pa.record_batch([pa.array(batch, pa.large_string())], schema=ROWS))
                     batch = []
             origin.append(np.full(n, i, np.int32))
+            readers.append(rows if isinstance(rows, RowReader) else None)
         if batch: writer.write_batch(pa.record_batch([pa.array(batch, pa.large_string())], schema=ROWS))
     keys = lambda b: np.frombuffer(bytes(b), np.uint64).reshape(-1, 2)
-    return RowTable(mapped_table(path)), np.concatenate(origin), keys(row_keys), keys(prompt_keys)
+    places = _Places(readers, [len(o) for o in origin]) if any(r is not None for r in readers) else None
+    table = RowTable(mapped_table(path), places=places)
+    return table, np.concatenate(origin), keys(row_keys), keys(prompt_keys)
 
 def write_rows_jsonl(rows, path) -> Path:
     "Write `rows` (a `RowTable` or a list of dicts) to `path` as JSONL, a batch at a time."
@@ -259,7 +313,7 @@ def tokenize_to_disk(splits:dict, tokenizer, folder, template='alpaca', train_on
     names = list(splits)
     parts = [splits[name] for name in names]
     on_disk = all(isinstance(p, RowTable) and p.table is parts[0].table for p in parts)
-    rows = (RowTable(parts[0].table, np.concatenate([p.index for p in parts])) if on_disk
+    rows = (RowTable(parts[0].table, np.concatenate([p.index for p in parts]), parts[0].places) if on_disk
             else [row for p in parts for row in p])
     tags = np.concatenate([np.asarray(origin[name] if origin else np.zeros(len(splits[name])), np.int64)
                            for name in names])

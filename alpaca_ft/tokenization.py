@@ -255,7 +255,10 @@ def tokenize_chats(
             text, where = chat_turns(list(messages), tokenizer, train_turns)
         except ValueError as e:
             first = str(messages[0].get('content', ''))[:40] if messages else ''
-            raise DataError(f'conversation {k} (starting {first!r}): {e}') from None
+            err = DataError(f'conversation {k} (starting {first!r}): {e}')
+            # for a caller that knows where conversation k was read (prepare)
+            err.conversation, err.reason = k, str(e)
+            raise err from None
         texts.append(text)
         spans.append(where)
     bos = tokenizer.bos_token

@@ -148,6 +148,68 @@ def test_gemma_refuses_a_system_message_naming_the_conversation():
         tokenize_chats([good, three_turns(system=True)], tok)
 
 
+REFUSED = 'the chat template refused the conversation (TemplateError: System role not supported)'
+
+
+def gemma_rows(bad: int, n: int = 30) -> list[dict]:
+    "`n` conversations Gemma's template renders, but for row `bad`, which has a system message."
+    rows = [{'messages': [{'role': 'user', 'content': f'Question {i}?'},
+                          {'role': 'assistant', 'content': f'Answer {i}.'}]} for i in range(n)]
+    rows[bad] = {'messages': three_turns(system=True)}
+    return rows
+
+
+def write_rows(rows: list[dict], path: Path) -> Path:
+    "`rows` as a JSONL (a blank line after the fourth), a JSON array or a Parquet file."
+    if path.suffix == '.jsonl':
+        path.write_text(''.join(json.dumps(r) + '\n' + '\n' * (i == 3) for i, r in enumerate(rows)),
+                        encoding='utf-8')
+    elif path.suffix == '.json': path.write_text(json.dumps({'data': rows}, indent=1), encoding='utf-8')
+    else:
+        import pandas as pd
+        pd.DataFrame(rows).to_parquet(path)
+    return path
+
+
+@pytest.mark.parametrize('kind,num_proc', [('jsonl', None), ('jsonl', 2), ('json', None), ('parquet', 2),
+                                           ('list', None)])
+def test_prepare_names_the_line_or_row_whose_conversation_the_template_refuses(tmp_path, monkeypatch, kind,
+                                                                                 num_proc):
+    import tempfile
+    from alpaca_ft.prepare import prepare_dataset
+    monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path/'tmp'))
+    (tmp_path/'tmp').mkdir()
+    rows = gemma_rows(bad=17)
+    data = rows if kind == 'list' else str(write_rows(rows, tmp_path/f'chats.{kind}'))
+    with pytest.raises(DataError) as e:
+        prepare_dataset(data, tmp_path/'out', tokenizer=templated('tiny', 'gemma'), template='chat',
+                        eval_size=4, max_seq_len=256, num_proc=num_proc, progress=False, verbose=False)
+    where = {'jsonl': f'{data}, line 19', 'list': 'list (rows in memory), row 17'}.get(kind, f'{data}, row 17')
+    assert str(e.value) == f'{where}: {REFUSED}'
+    assert not (tmp_path/'out').exists() and not list((tmp_path/'tmp').iterdir())
+
+
+def test_a_refused_conversation_is_one_line_exit_2_from_the_command(tmp_path):
+    from alpaca_ft.cli import main
+    tok = templated('tiny', 'gemma')
+    tok.save_pretrained(tmp_path/'tok')
+    p = write_rows(gemma_rows(bad=5), tmp_path/'chats.jsonl')
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err := io.StringIO()):
+        rc = main(['prepare', str(p), '--template', 'chat', '--tokenizer', str(tmp_path/'tok'), '--eval-size',
+                   '4', '--max-seq-len', '256', '--out', str(tmp_path/'out'), '--wandb', 'disabled',
+                   '--no-progress'])
+    lines = err.getvalue().strip().splitlines()
+    assert rc == 2 and lines == [f'alpaca_ft prepare: error: {p}, line 7: {REFUSED}'], err.getvalue()
+    assert not (tmp_path/'out').exists()
+
+
+def test_tokenizing_rows_in_batches_names_the_conversation_by_its_place_in_all_of_them():
+    from alpaca_ft.prepare import tokenize_rows
+    rows = gemma_rows(bad=6, n=10)
+    with pytest.raises(DataError, match=r"^conversation 6 \(starting 'Answer briefly\.'\): the chat template"):
+        tokenize_rows(rows, templated('tiny', 'gemma'), 'chat', progress=False, batch_size=4)
+
+
 def test_a_template_that_rewrites_earlier_turns_is_refused_for_all_turns_not_for_the_last():
     tok = templated('tiny', 'chatml')  # as templates that drop the reasoning of earlier answers do
     earlier = "(message['content'] if loop.last or message['role'] != 'assistant' else 'x')"

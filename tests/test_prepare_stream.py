@@ -85,7 +85,7 @@ def test_a_chat_row_without_the_chat_template_is_named(tmp_path):
     p = tmp_path/'rows.jsonl'
     chat = {'messages': [{'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'Hello'}]}
     p.write_text(''.join(json.dumps(r) + '\n' for r in sample_rows()[:20] + [chat]), encoding='utf-8')
-    with pytest.raises(DataError, match=r"rows.jsonl, row 20: a row with 'messages' needs template='chat'"):
+    with pytest.raises(DataError, match=r"rows.jsonl, line 21: a row with 'messages' needs template='chat'"):
         prepare_dataset(str(p), out=tmp_path/'out', progress=False, verbose=False)
 
 
