@@ -18,7 +18,7 @@ from .prompts import (check_template, check_train_turns, render, row_messages, t
 from .tokenization import TINY_TOKENIZER, load_tokenizer, tokenize_chats, tokenize_examples
 from .split import near_duplicates, prompt_key, row_key, split_groups
 from .packing import PACKERS, drop_unlabelled, limit_length, pack, pack_stats
-from .streaming import (_first_seen, datasets_progress_bars, gc_paused, no_labels_error,
+from .streaming import (RowReader, _first_seen, datasets_progress_bars, gc_paused, no_labels_error,
                                  pack_table, pages_released, rows_to_disk, split_digests, token_batches,
                                  tokenize_to_disk, token_lengths, write_rows_jsonl)
 from .viz import html_tokens, length_histogram, packing_plot
@@ -127,7 +127,6 @@ def load_sources(data, template:str='alpaca') -> tuple[list[dict], list[str], li
 
 def _checked(source, invalid:list, template) -> RowReader:
     "The checked rows of `source` as they are read, each one's place kept; a chat row needs template='chat'."
-    from alpaca_ft.streaming import RowReader
     chat = "a row with 'messages' needs template='chat'"
     refuse = None if template == 'chat' else lambda row: chat if 'messages' in row else None
     return RowReader(source, invalid, _name(source), refuse)
