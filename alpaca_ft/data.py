@@ -68,6 +68,14 @@ _ROLES = {'messages': ('role', 'content', {'system': 'system', 'user': 'user', '
           'conversations': ('from', 'value', {'system': 'system', 'human': 'user', 'user': 'user',
                                               'gpt': 'assistant', 'assistant': 'assistant'})}
 
+def _check_text(text:str, what:str, src, where:dict):
+    "A string that UTF-8 cannot hold (a lone surrogate, as JSON's `\\ud800` reads) is bad input, named."
+    if text.isascii(): return
+    try: text.encode('utf-8')
+    except UnicodeEncodeError as e:
+        bad = f'U+{ord(text[e.start]):04X}'
+        _fail(src, f'{what} holds a lone surrogate ({bad}), which is not text', **where)
+
 def _check_messages(row, src, where):
     key = 'messages' if 'messages' in row else 'conversations'
     role, text, names = _ROLES[key]
@@ -76,6 +84,7 @@ def _check_messages(row, src, where):
     for k, m in enumerate(msgs):
         if not (isinstance(m, dict) and isinstance(m.get(role), str) and isinstance(m.get(text), str)):
             _fail(src, f"{key}[{k}] needs string '{role}' and '{text}'", **where)
+        _check_text(m[text], f"{key}[{k}]", src, where)
         if m[role] not in names:
             known = ', '.join(names)
             _fail(src, f"{key}[{k}]: unknown {role} {m[role]!r} (expected one of {known})", **where)
@@ -110,6 +119,7 @@ def validate_row(row, src='<rows>', line=None, row_idx=None) -> dict:
             v = ''
         if not isinstance(v, str):
             _fail(src, f"field '{k}' must be a string, got {_kind(v)}", **where)
+        _check_text(v, f"field '{k}'", src, where)
         out[k] = v
     for k in ('instruction', 'output'):
         if not out[k].strip():
@@ -263,15 +273,27 @@ def _json_records(path):
         events = _json_events(f)
         first, _ = next(events, (None, None))
         if first == 'start_array':  # the usual case: one pass, each element built as it is read
-            for event, value in events:
-                if event == 'end_array': break
-                yield _json_value(events, event, value, 2)
+            yield from _json_items(events, 2)
             for _ in events: pass  # the parser reads on: only white space may follow
             return
     if first != 'start_map': raise _ReadWhole  # a string, a number: json names it
     key = _wrapper_key(path)  # a first pass checks the whole file and finds the array
     if key is None: _fail(path, 'expected a JSON array of rows')
-    with _json_file(path) as f: yield from ijson.items(f, f'{key}.item', use_float=True)
+    with _json_file(path) as f:  # the value of top-level `key` (by events: a key may hold dots)
+        events, depth, at = _json_events(f), 0, None
+        for event, value in events:
+            if depth == 1 and event == 'map_key': at = value
+            elif depth == 1 and at == key and event == 'start_array':
+                yield from _json_items(events, 3)
+                continue  # its end_array is read: still at depth 1
+            if event in _OPEN: depth += 1
+            elif event in _CLOSE: depth -= 1
+
+def _json_items(events, level:int):
+    "The elements of the array whose `start_array` was just read, its elements at nesting `level`."
+    for event, value in events:
+        if event == 'end_array': return
+        yield _json_value(events, event, value, level)
 
 def _read_json(path):
     ("The records of a JSON array, read a chunk at a time by ijson; where it cannot read the file as `json` "

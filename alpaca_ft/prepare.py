@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_prepare.ipynb #770f4ac4
 from __future__ import annotations
-import hashlib, json, logging, math, os, random, tempfile
+import hashlib, json, logging, math, numbers, os, random, tempfile
 from pathlib import Path
 import datasets
 import numpy as np
@@ -13,7 +13,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 from .data import (SAMPLE_DATA, DataError, atomic_dir, check_replaceable, iter_rows,
                             normal_path, write_atomic)
-from .prompts import (check_template, check_train_turns, render, row_messages, template_name,
+from .prompts import (check_chat_template, check_template, check_train_turns, render, row_messages,
+                               template_name,
                                warn_trailing_space)
 from .tokenization import TINY_TOKENIZER, load_tokenizer, tokenize_chats, tokenize_examples
 from .split import near_duplicates, prompt_key, row_key, split_groups
@@ -71,10 +72,13 @@ def check_weights(weights, n_sources:int):
     if len(weights) != n_sources:
         raise ValueError(f'weights must give one number per source: {n_sources} source(s), '
                          f'{len(weights)} weight(s)')
-    for w in weights:
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+    for w in weights:  # numbers.Real: numpy's numbers too
+        number = isinstance(w, numbers.Real) and not isinstance(w, (bool, np.bool_))
+        if not number or not math.isfinite(w) or w < 0:
             raise ValueError(f'weights must be finite numbers >= 0, got {w!r}')
     if not sum(weights) > 0: raise ValueError('weights must not all be zero')
+    if not math.isfinite(sum(map(float, weights))):
+        raise ValueError('weights must have a finite sum (scale them down)')
 
 def check_options(data, out, tokenizer, max_seq_len, eval_size, seed, pack_strategy, template, overlong,
                   num_proc, wandb, overwrite, dedup=True, weights=None, weight_by='rows'):
@@ -227,25 +231,43 @@ def token_weights(weights, row_tokens, sizes) -> tuple[list[float], int]:
     rows = [w / sum(weights) * tokens / max(t, 1.0) for w, t in zip(weights, row_tokens)]
     return rows, max(1, round(sum(rows)))
 
-def mean_tokens(rows, origin, n_sources:int, tokenizer, template='alpaca', max_seq_len:int=1024,
-                seed:int=42, sample:int=1000, train_turns:str='all') -> list[float]:
-    "Each source's mean tokens a row (at most `max_seq_len`), from a seeded sample of up to `sample` rows."
-    origin, rng, means = np.asarray(origin), random.Random(f'tokens {seed}'), []
-    for i in range(n_sources):
-        where = np.flatnonzero(origin == i).tolist()
-        picked = sorted(rng.sample(where, min(sample, len(where))))
+def mean_tokens(rows, groups:list, tokenizer, template='alpaca', max_seq_len:int=1024,
+                overlong:str='truncate', seed:int=42, sample:int=1000, train_turns:str='all',
+                train_on_inputs:bool=False) -> list[float]:
+    ("The mean tokens a row of each group of row numbers of `rows` (a source's train rows) as packed "
+     "(truncated, or 0 where the length limit drops it), from a seeded sample of up to `sample` rows.")
+    rng, means = random.Random(f'tokens {seed}'), []
+    for group in groups:
+        group = [int(j) for j in group]
+        picked = sorted(rng.sample(group, min(sample, len(group))))
         part = rows.take(picked) if hasattr(rows, 'take') else [rows[j] for j in picked]
-        lengths = [min(len(ids), max_seq_len) for batch in token_batches(
-                       part, tokenizer, template, progress=False, train_turns=train_turns)
-                   for ids in batch['input_ids']]
-        means.append(sum(lengths) / len(lengths) if lengths else 0.0)
+        tokens = 0
+        for batch in token_batches(part, tokenizer, template, train_on_inputs, progress=False,
+                                   train_turns=train_turns):
+            kept, _, _ = limit_length(batch, max_seq_len, overlong)
+            tokens += sum(map(len, drop_unlabelled(kept)[0]['input_ids']))
+        means.append(tokens / len(picked) if picked else 0.0)
     return means
 
+def _check_drawable(groups, weights, row_tokens, names, origin, repeat, eval_origin):
+    "A `DataError` naming the first source that `weights` asks rows or tokens of and that has none to give."
+    for i, (group, w) in enumerate(zip(groups, weights)):
+        name = names[i] if names else f'source {i + 1}'
+        if w and not group:
+            read, dups = int((origin == i).sum()), int((origin[repeat] == i).sum())
+            n_eval = int((eval_origin == i).sum())
+            raise DataError(f'{name}: no train rows to draw from ({read} read, {dups} exact duplicates '
+                            f'dropped, {n_eval} in eval), but weights gives it {w:g}')
+        if w and row_tokens is not None and not row_tokens[i] > 0:
+            raise DataError(f'{name}: its rows leave no token to train on after the length limit (all '
+                            f'dropped or cut to no label), but weights gives it {w:g} of the tokens')
+
 def select_index(origin, row_keys, prompt_keys, n_sources:int, eval_size=None, seed:int=42, dedup:bool=True,
-                 weights=None, row_tokens=None) -> tuple[dict, dict, dict, list[dict]]:
+                 weights=None, row_tokens=None, names=None) -> tuple[dict, dict, dict, list[dict]]:
     ("`select_rows` on arrays: each row's source and its `row_key`/`prompt_key` digests in; the train and "
      "eval row numbers (numpy), their sources, counts and per-source figures out. With `row_tokens` (each "
-     "source's mean tokens a row) `weights` share out tokens, not rows.")
+     "source's mean tokens a row, or a function of each source's train row numbers that gives them) "
+     "`weights` share out tokens, not rows. `names` name the sources in errors.")
     origin = np.asarray(origin)
     dup = _first_seen(row_keys)
     first = np.full(int(dup.max()) + 1 if len(dup) else 0, len(dup))
@@ -257,6 +279,8 @@ def select_index(origin, row_keys, prompt_keys, n_sources:int, eval_size=None, s
     distinct_train = np.bincount(kept_origin[train], minlength=n_sources)
     if weights is not None:
         groups = [train[kept_origin[train] == i].tolist() for i in range(n_sources)]
+        if callable(row_tokens): row_tokens = row_tokens([keep[g] for g in groups])
+        _check_drawable(groups, weights, row_tokens, names, origin, repeat, kept_origin[evl])
         share, total = (weights, None) if row_tokens is None else token_weights(
             weights, row_tokens, list(map(len, groups)))
         train = np.asarray(mix_rows(groups, share, seed, total), np.int64)
@@ -278,13 +302,13 @@ def select_index(origin, row_keys, prompt_keys, n_sources:int, eval_size=None, s
     return index, {name: origin[i] for name, i in index.items()}, counts, per
 
 def select_rows(per_source:list[list[dict]], eval_size=None, seed:int=42, dedup:bool=True,
-                weights=None, row_tokens=None) -> tuple[dict, dict, dict, list[dict]]:
+                weights=None, row_tokens=None, names=None) -> tuple[dict, dict, dict, list[dict]]:
     "Drop exact duplicates, split by prompt, mix train by `weights`: splits, sources, counts, per source."
     rows = [row for got in per_source for row in got]
     origin = [i for i, got in enumerate(per_source) for _ in got]
     keys = lambda key: np.frombuffer(b''.join(map(key, rows)), np.uint64).reshape(-1, 2)
     index, sources, counts, per = select_index(origin, keys(row_key), keys(prompt_key), len(per_source),
-                                               eval_size, seed, dedup, weights, row_tokens)
+                                               eval_size, seed, dedup, weights, row_tokens, names)
     splits = {name: [rows[j] for j in idx] for name, idx in index.items()}
     return splits, {name: s.tolist() for name, s in sources.items()}, counts, per
 
@@ -544,22 +568,24 @@ def prepare_dataset(
                 'seed': seed, 'dedup': dedup,
                 'weights': weights, 'weight_by': weight_by}
     sources, skipped = [_name(s) for s in data] if data else [SAMPLE_NAME], _Skipped()
+    tok = load_data_tokenizer(tokenizer)  # before any row is read: a tokenizer problem is not a row's
+    if template == 'chat': check_chat_template(tok)
     # rows and token ids on disk, their mapped pages given back as they are read
     with tempfile.TemporaryDirectory(prefix='alpaca_ft-prepare-') as work, pages_released():
         checked = (_checked(source, skipped, template) for source in data or [SAMPLE_DATA])
         rows, origin, row_keys, prompt_keys = rows_to_disk(checked, work)
         n_read = len(rows) + skipped.count
-        tok = load_data_tokenizer(tokenizer)
         with kept_environ():  # W&B sets WANDB_* variables for its run; the caller's environment comes back
             run = init_run(wandb, wandb_project, job_type='preprocess',
                            config={'sources': sources, **settings})
             try:
                 with datasets_progress_bars(progress):
                     raw = log_raw(run, rows, data, out)
-                    means = None if weight_by == 'rows' else mean_tokens(
-                        rows, origin, len(sources), tok, template, max_seq_len, seed, train_turns=train_turns)
+                    means = None if weight_by == 'rows' else lambda groups: mean_tokens(
+                        rows, groups, tok, template, max_seq_len, overlong, seed,
+                        train_turns=train_turns, train_on_inputs=train_on_inputs)
                     index, origin, kept, per = select_index(origin, row_keys, prompt_keys, len(sources),
-                                                            eval_size, seed, dedup, weights, means)
+                                                            eval_size, seed, dedup, weights, means, sources)
                     splits = {name: rows.take(i) for name, i in index.items()}
                     near = near_duplicates(splits['eval'], splits['train'])
                     kept['near_duplicate_eval_rows'] = len(near)

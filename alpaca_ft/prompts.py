@@ -10,8 +10,8 @@ from .data import DataError, validate_row
 
 # %% auto #0
 __all__ = ['PROMPT_NO_INPUT', 'PROMPT_INPUT', 'TRAIN_TURNS', 'FUNCTION_PREFIX', 'logger', 'alpaca_prompt', 'check_row',
-           'row_messages', 'adds_bos', 'chat_prompt', 'check_train_turns', 'chat_turns', 'check_template',
-           'template_name', 'resolve_template', 'render', 'warn_trailing_space']
+           'row_messages', 'check_chat_template', 'adds_bos', 'chat_prompt', 'check_train_turns', 'chat_turns',
+           'check_template', 'template_name', 'resolve_template', 'render', 'warn_trailing_space']
 
 # %% ../nbs/01_prompts.ipynb #03d08f2f
 PROMPT_NO_INPUT = (
@@ -56,12 +56,22 @@ def row_messages(row: dict) -> list[dict]:
     ]
 
 
-def _check_chat_template(tokenizer):
-    if not getattr(tokenizer, 'chat_template', None):
+def check_chat_template(tokenizer):
+    "A `DataError` if `tokenizer` has no chat template, or one Jinja cannot read."
+    name = getattr(tokenizer, 'name_or_path', '')
+    template = getattr(tokenizer, 'chat_template', None)
+    if not template:
         raise DataError(
-            f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no"
-            " chat_template; use template='alpaca' or your own template"
+            f"tokenizer {name!r} has no chat_template;"
+            " use template='alpaca' or your own template"
         )
+    if not isinstance(template, str): return  # named templates: checked when used
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+    try: _compile_jinja_template(template)  # what apply_chat_template compiles
+    except TemplateError as e:
+        where = f', line {e.lineno}' if getattr(e, 'lineno', None) else ''
+        raise DataError(f'tokenizer {name!r}: its chat_template is not valid '
+                        f'Jinja{where} ({type(e).__name__}: {e})') from None
 
 
 def adds_bos(tokenizer) -> bool:
@@ -73,7 +83,7 @@ def adds_bos(tokenizer) -> bool:
 def chat_prompt(messages: list[dict], tokenizer) -> str:
     ("The prompt text for a reply after `messages`, rendered by the tokenizer's chat"
      " template.")
-    _check_chat_template(tokenizer)
+    check_chat_template(tokenizer)
     text = tokenizer.apply_chat_template(
         messages, tokenize=False, add_generation_prompt=True
     )
@@ -112,7 +122,7 @@ def chat_turns(
     ("The conversation rendered once by the tokenizer's chat template, and the "
      "`(start, end)` characters of each assistant turn to train, its end marker in.")
     check_train_turns(train_turns)
-    _check_chat_template(tokenizer)
+    check_chat_template(tokenizer)
     text = _render(tokenizer, messages)
     turns = [k for k, m in enumerate(messages) if m['role'] == 'assistant']
     if train_turns == 'last':

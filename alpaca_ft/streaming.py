@@ -383,21 +383,25 @@ def _locate(column) -> tuple[list, np.ndarray, np.ndarray]:
     empty = [np.zeros(0, np.int64)]
     return [_values(c) for c in chunks], np.concatenate(where or empty), np.concatenate(starts or empty)
 
-def _write_groups(writer, table:pa.Table, lengths:np.ndarray, groups:list, per_batch:int):
+def _write_groups(writer, table:pa.Table, lengths:np.ndarray, groups:list, per_batch:int,
+                  gather:int=300):
     located = {k: _locate(table.column(k)) for k in ('input_ids', 'labels')}
     for j in range(0, len(groups), per_batch):
         part = groups[j:j + per_batch]
         order = np.fromiter(chain.from_iterable(part), np.int64)
         n = lengths[order]
         total, starts = int(n.sum()), np.cumsum(n) - n
-        cols = {}
-        for k, (vals, chunk_of, start) in located.items():
-            cols[k] = np.concatenate([vals[chunk_of[i]][start[i]:start[i] + m] for i, m in zip(order, n)])
+        cols = {k: [] for k in located}
+        for a in range(0, len(order), gather):  # a read maps more than it reads: let go as we go
+            for k, (vals, chunk_of, start) in located.items():
+                cols[k].append(np.concatenate([vals[chunk_of[i]][start[i]:start[i] + m]
+                                               for i, m in zip(order[a:a + gather], n[a:a + gather])]))
+            release_pages()
+        cols = {k: np.concatenate(v) for k, v in cols.items()}
         cols['position_ids'] = np.arange(total, dtype=np.int32) - np.repeat(starts.astype(np.int32), n)
         first = np.concatenate([[0], np.cumsum(np.fromiter(map(len, part), np.int64, len(part)))])
         ends = np.concatenate([[0], np.cumsum(n)])
         writer.write_batch(_pack_batch(cols, ends[first], n, first))
-        release_pages()  # the token pages this batch read
 
 def _runs(column, size:int):
     "The values of a list `column` end to end, `size` at a time (the last run may be shorter)."

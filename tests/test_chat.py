@@ -430,3 +430,18 @@ def test_generation_stops_at_the_marker_the_template_ends_a_turn_with(name):
     calls = []  # one forward pass a generated token: the marker (skipped in the text) must end it at once
     model.register_forward_hook(lambda *a: calls.append(1))
     assert generate(model, tok, ['Hello'], max_new_tokens=20) == [''] and len(calls) == 1
+
+
+@pytest.mark.parametrize('template, msg', [(None, 'has no chat_template'),
+                                           ('{% for m in messages %}{{ m.content }', 'not valid Jinja, line 1')])
+def test_a_tokenizer_without_a_usable_chat_template_is_refused_before_any_row_is_read(tmp_path, monkeypatch,
+                                                                                       template, msg):
+    "Not blamed on a data line after every row was read: the tokenizer is checked first."
+    import alpaca_ft.prepare as P
+    def no_rows(*a, **k): raise AssertionError('rows were read before the chat template was checked')
+    monkeypatch.setattr(P, 'RowReader', no_rows)
+    tok = templated('tiny', 'chatml')
+    tok.chat_template = template
+    with pytest.raises(DataError, match=msg) as e:
+        P.prepare_dataset(gemma_rows(bad=-1), tmp_path/'out', tokenizer=tok, template='chat', progress=False)
+    assert 'line' not in str(e.value).split(':')[0] and not (tmp_path/'out').exists()

@@ -136,3 +136,25 @@ def test_memory_stays_bounded_while_a_large_array_is_read(tmp_path):
     print('peaks', peaks, 'sizes', sizes)
     assert peaks[1] < 1.3 * peaks[0] and peaks[1] < sizes[1] / 5, (peaks, sizes)
     assert _peak(lambda: D._read_json_whole(p)) > sizes[1]  # as it was: the text, then every row at once
+
+
+def test_a_wrapper_key_with_a_dot_is_not_the_rows(tmp_path):
+    "ijson's prefixes join keys with dots: the top-level key 'data.item' must not pass for the rows of 'data'."
+    for text in ('{"data.item": {"instruction": "EVIL", "output": "x"}, "data": [{"instruction": "a", "output": "b"}]}',
+                 '{"data": [{"instruction": "a", "output": "b"}], "data.item": {"instruction": "EVIL", "output": "x"}}',
+                 '{"data\\u002eitem": {"instruction": "EVIL", "output": "x"}, "data": [{"instruction": "a", "output": "b"}]}'):
+        p = tmp_path/'w.json'
+        p.write_text(text, encoding='utf-8')
+        assert [r['instruction'] for r in load_rows(p)] == ['a'], text
+
+
+@pytest.mark.parametrize('suffix', ['json', 'jsonl'])
+def test_a_lone_surrogate_in_a_text_field_is_named_bad_input(tmp_path, suffix):
+    rows = [{'instruction': f'q{i}', 'input': '', 'output': 'a'} for i in range(6)]
+    rows[4]['instruction'] = 'bad \ud800 here'
+    p = tmp_path/f'lone.{suffix}'
+    text = json.dumps(rows) if suffix == 'json' else ''.join(json.dumps(r) + '\n' for r in rows)
+    p.write_text(text, encoding='utf-8')
+    with pytest.raises(DataError) as e: load_rows(p)
+    where = 'row 4' if suffix == 'json' else 'line 5'
+    assert str(e.value) == f"{p}, {where}: field 'instruction' holds a lone surrogate (U+D800), which is not text"

@@ -199,3 +199,44 @@ def test_cli_weight_by_tokens(tmp_path):
     bad = run('--out', tmp_path/'bad', '--weight-by', 'tokens')
     assert bad.returncode == 2 and '--weight-by tokens needs weights' in bad.stderr
     assert 'Traceback' not in bad.stderr and not (tmp_path/'bad').exists()
+
+
+def test_weight_by_tokens_counts_what_the_length_limit_leaves(tmp_path):
+    "Truncated examples count as truncated, dropped ones as nothing: a source of long rows keeps its share."
+    from alpaca_ft.prepare import prepare_dataset
+    short, long = _short_and_long(240)
+    mixed = [r for pair in zip(short[120:180], long[:60]) for r in pair]  # half short rows, half long ones
+    short = short[:120]
+    common = dict(eval_size=20, weights=[1, 1], weight_by='tokens', wandb='disabled', progress=False,
+                  verbose=False)
+    m = prepare_dataset([short, mixed], out=tmp_path/'drop', max_seq_len=64, overlong='drop', **common)
+    assert abs(m['per_source'][0]['train_tokens'] - 0.5) < 0.05, m['per_source']
+    with pytest.raises(Exception, match=r'rows in memory\): its rows leave no token to train on'):
+        prepare_dataset([short, long], out=tmp_path/'none', max_seq_len=32, overlong='drop', **common)
+    assert not (tmp_path/'none').exists()
+
+
+def test_a_source_with_nothing_to_draw_is_named_with_the_reason(tmp_path):
+    from alpaca_ft.prepare import prepare_dataset
+    short, _ = _short_and_long()
+    a, b = tmp_path/'a.jsonl', tmp_path/'b.jsonl'
+    a.write_text(''.join(json.dumps(r) + '\n' for r in short), encoding='utf-8')
+    b.write_text(''.join(json.dumps(r) + '\n' for r in short[:50]), encoding='utf-8')  # all copies of a's
+    for weight_by in ('rows', 'tokens'):
+        with pytest.raises(Exception) as e:
+            prepare_dataset([str(a), str(b)], out=tmp_path/'out', eval_size=20, weights=[1, 1], weight_by=weight_by,
+                            wandb='disabled', progress=False, verbose=False)
+        assert str(e.value) == (f'{b}: no train rows to draw from (50 read, 50 exact duplicates dropped, 0 in '
+                                'eval), but weights gives it 1'), str(e.value)
+        assert not (tmp_path/'out').exists()
+
+
+def test_weights_may_be_numpy_numbers_but_not_overflow(tmp_path):
+    import numpy as np
+    from alpaca_ft.prepare import check_weights
+    check_weights(np.array([1, 3]), 2)
+    check_weights([np.float32(0.5), np.int64(2)], 2)
+    with pytest.raises(ValueError, match='weights must have a finite sum'):
+        check_weights([1e308, 1e308], 2)
+    with pytest.raises(ValueError, match='weights must be finite numbers'):
+        check_weights([np.bool_(True), 1], 2)
