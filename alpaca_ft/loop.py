@@ -99,7 +99,7 @@ def evaluate(model, loader, device=torch.device('cpu'), autocast_dtype=None,
 # %% ../nbs/12_loop.ipynb #9a2c92cf
 def build_scheduler(opt, warmup_steps: int, total_steps: int, step: int = 0):
     "Cosine decay with linear warmup (transformers'), placed after `step` steps."
-    # imported here: transformers' optimization module loads peft too, seconds at start
+    # imported here: transformers' optimization module loads peft (seconds)
     from transformers import get_cosine_schedule_with_warmup
     for g in opt.param_groups: g.setdefault('initial_lr', g['lr'])
     return get_cosine_schedule_with_warmup(opt, warmup_steps, total_steps,

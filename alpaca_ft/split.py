@@ -150,7 +150,7 @@ def leaked(train_keys: list, eval_keys: list) -> int:
 
 # %% ../nbs/03_split.ipynb #09930d51
 def ngrams(text: str, n: int = 8) -> set[str]:
-    "The runs of `n` words in `text`, normalised and lower case (a shorter text: itself)."
+    "The runs of `n` words in `text`, normalised, lower case (short text: itself)."
     words = normalise(text).lower().split()
     return {' '.join(words[i:i + n]) for i in range(max(1, len(words) - n + 1))}
 
